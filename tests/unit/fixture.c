@@ -282,6 +282,7 @@ static void record(struct fx *f, cr_id id, int rv)
         /* Committed entries come out in order, each once. */
         assert_int_equal(u->committed_first, f->applied[id] + 1);
         f->applied[id] += u->n_committed;
+        f->n_applied[id] += u->n_committed;
     }
     for (unsigned i = 0; i < u->n_messages; i++) {
         const struct cr_message *m = &u->messages[i];

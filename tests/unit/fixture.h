@@ -85,6 +85,7 @@ struct fx
     cr_index unpersisted_last[FX_MAX + 1];
     uint64_t persisted_seq[FX_MAX + 1]; /* latest reported durable */
     cr_index applied[FX_MAX + 1];       /* last committed index seen */
+    cr_index n_applied[FX_MAX + 1];     /* committed entries handed out */
     uint64_t hash;                      /* digest of every update */
 
     struct fx_msg box[FX_MAX + 1][FX_BOX];
