@@ -469,6 +469,8 @@ struct cr__progress
     cr_index next;
     bool paused;             /* PROBE: an append is outstanding */
     bool recent_active;      /* heard from in this check-quorum period */
+    bool removed;            /* being removed: served until it knows */
+    uint64_t final_seq;      /* removed: seq of an append telling it so */
     uint64_t acked_seq;      /* highest append seq it answered (§6.4) */
     cr_index snapshot_index; /* SNAPSHOT: index being sent */
     cr_msec snapshot_sent;
@@ -604,11 +606,13 @@ int cr_core_bootstrap(struct cr_core *c,
                       struct cr_update *out);
 
 /* Restores what a previous run persisted: hard state, the newest snapshot
- * (NULL if none) and the entries after `first - 1`, which must be
- * contiguous and reach the snapshot (first <= snapshot index + 1). The core
- * takes a reference on each entry's batch (or copies borrowed bytes).
- * CR_ECORRUPT if the pieces do not fit together. Persisted writes that a
- * crash tore are the node's business: load only what is durable. */
+ * (NULL if none) and the entries from index `first` on, which must be
+ * contiguous with first <= snapshot index + 1. Entries that overlap the
+ * snapshot but do not reach its last entry, or disagree with it, are
+ * discarded (a crash can make a snapshot durable before the truncation of
+ * a stale tail). The core takes a reference on each entry's batch (or
+ * copies borrowed bytes). CR_ECORRUPT if the pieces cannot fit together
+ * (a gap, decreasing terms, a malformed configuration entry). */
 int cr_core_load(struct cr_core *c,
                  const struct cr_hard_state *hs,
                  const struct cr_snapshot_meta *snapshot,

@@ -282,7 +282,7 @@ static cr_msec next_deadline(const struct cr_core *c)
         }
         return d;
     }
-    if (cr__is_voter(c, c->id)) {
+    if (cr__can_campaign(c)) {
         return c->election_deadline;
     }
     /* Not a voter: nothing is due, but a tick now and then is harmless. */
@@ -444,14 +444,18 @@ int cr_core_load(struct cr_core *c,
         if (first == 0 || first > snap_index + 1) {
             return CR_ECORRUPT;
         }
-        if (first <= snap_index) {
-            /* The log overlaps the snapshot: it must reach the snapshot's
-             * last entry and agree with it. */
-            if (first + n - 1 < snap_index ||
-                entries[snap_index - first].term != snapshot->term) {
-                return CR_ECORRUPT;
-            }
-        } else if (snapshot != NULL && entries[0].term < snapshot->term) {
+        if (first <= snap_index &&
+            (first + n - 1 < snap_index ||
+             entries[snap_index - first].term != snapshot->term)) {
+            /* A crash can make a snapshot durable before the write that
+             * truncated a stale log tail: entries that do not reach the
+             * snapshot's last entry, or disagree with it, were replaced by
+             * what the snapshot covers (it holds only committed entries),
+             * and so was everything after them. The snapshot wins. */
+            first = snap_index + 1;
+            n = 0;
+        } else if (first > snap_index && snapshot != NULL &&
+                   entries[0].term < snapshot->term) {
             return CR_ECORRUPT;
         }
         for (unsigned i = 0; i < n; i++) {
@@ -688,7 +692,7 @@ int cr_core_step(struct cr_core *c,
         case CR_EVENT_CAMPAIGN:
             if (c->role == CR_LEADER) {
                 rv = 0;
-            } else if (!cr__is_voter(c, c->id)) {
+            } else if (!cr__can_campaign(c)) {
                 rv = CR_EREMOVED;
             } else {
                 cr__start_election(c, c->opt.pre_vote, false);

@@ -70,6 +70,7 @@ bool cr__log_config_at(const struct cr_core *c,
                        cr_index *out_index);
 
 /* election.c */
+bool cr__can_campaign(const struct cr_core *c);
 void cr__become_follower(struct cr_core *c, cr_term term, cr_id leader);
 void cr__start_election(struct cr_core *c, bool pre_vote, bool transfer);
 void cr__recv_request_vote(struct cr_core *c, const struct cr_message *m);

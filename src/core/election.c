@@ -42,12 +42,36 @@ static int config_pos(const struct cr_core *c, cr_id id)
     return -1;
 }
 
+/* Whether this server may start an election. A voter of the latest
+ * configuration may. So may a server that the latest configuration
+ * removes while that change is not known to be committed: it may be
+ * truncated away, and until it commits the cluster can still need this
+ * server to elect a leader (§4.2.2). Such a candidate counts votes in its
+ * latest configuration, without its own. Learners, joining servers and
+ * servers whose removal committed never campaign (§4.2.3). */
+bool cr__can_campaign(const struct cr_core *c)
+{
+    struct cr_config prev;
+    cr_index index;
+    const struct cr_server *s;
+    if (cr__is_voter(c, c->id)) {
+        return true;
+    }
+    if (c->config_index <= c->commit || c->config_index == 0 ||
+        cr_config_get(&c->config, c->id) != NULL ||
+        !cr__log_config_at(c, c->config_index - 1, &prev, &index)) {
+        return false;
+    }
+    s = cr_config_get(&prev, c->id);
+    return s != NULL && s->suffrage == CR_VOTER;
+}
+
 void cr__start_election(struct cr_core *c, bool pre_vote, bool transfer)
 {
     struct cr_message m;
     cr_term request_term;
 
-    if (c->role == CR_LEADER || !cr__is_voter(c, c->id)) {
+    if (c->role == CR_LEADER || !cr__can_campaign(c)) {
         return;
     }
     memset(c->votes, 0, sizeof c->votes);
@@ -126,9 +150,7 @@ void cr__election_tick(struct cr_core *c)
     if (c->now < c->election_deadline) {
         return;
     }
-    if (!cr__is_voter(c, c->id)) {
-        /* Learners, removed servers and servers still joining never
-         * campaign (§4.2.2, §4.2.3). */
+    if (!cr__can_campaign(c)) {
         cr__reset_election_timer(c);
         return;
     }

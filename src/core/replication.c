@@ -70,7 +70,10 @@ static void progress_init(struct cr_core *c, struct cr__progress *p, cr_id id)
     p->rounds = 1;
 }
 
-/* One progress entry per server of the configuration other than us. */
+/* One progress entry per server of the configuration other than us, plus
+ * the server the latest change removed: it keeps receiving entries until it
+ * has the one that removes it, so that it learns it is out and stops
+ * campaigning (§4.2.2, §4.2.3). */
 void cr__progress_sync(struct cr_core *c)
 {
     struct cr__progress next[CR_SERVERS_MAX];
@@ -84,13 +87,49 @@ void cr__progress_sync(struct cr_core *c)
         old = cr__progress_get(c, id);
         if (old != NULL) {
             next[n] = *old;
+            next[n].removed = false;
         } else {
             progress_init(c, &next[n], id);
         }
         n++;
     }
+    for (unsigned i = 0; i < c->n_progress && n < CR_SERVERS_MAX; i++) {
+        const struct cr__progress *old = &c->progress[i];
+        if (!old->removed && cr_config_get(&c->config, old->id) == NULL) {
+            next[n] = *old;
+            next[n].removed = true;
+            n++;
+        }
+    }
     memcpy(c->progress, next, n * sizeof next[0]);
     c->n_progress = n;
+}
+
+static void progress_drop(struct cr_core *c, cr_id id)
+{
+    for (unsigned i = 0; i < c->n_progress; i++) {
+        if (c->progress[i].id == id) {
+            memmove(&c->progress[i], &c->progress[i + 1],
+                    (c->n_progress - i - 1) * sizeof c->progress[0]);
+            c->n_progress--;
+            return;
+        }
+    }
+}
+
+/* The seq for an append to p. A removed server is served until it has
+ * the configuration that removes it and knows it committed; the first
+ * append that can tell it both gets a seq of its own, whose
+ * acknowledgement ends the service (see recv_append_entries_result). */
+static uint64_t append_seq_for(struct cr_core *c,
+                               struct cr__progress *p,
+                               cr_index prev)
+{
+    if (p->removed && p->final_seq == 0 && c->commit >= c->config_index &&
+        prev >= c->config_index) {
+        p->final_seq = ++c->append_seq;
+    }
+    return c->append_seq;
 }
 
 static bool term_known(const struct cr_core *c, cr_index index)
@@ -164,7 +203,7 @@ static bool send_append(struct cr_core *c,
     m.append_entries.prev_index = prev;
     m.append_entries.prev_term = cr__log_term(c, prev);
     m.append_entries.commit = c->commit;
-    m.append_entries.seq = c->append_seq;
+    m.append_entries.seq = append_seq_for(c, p, prev + n);
     m.append_entries.n_entries = n;
     /* entries is resolved by finish() once the log stops moving. */
     cr__send(c, &m, false);
@@ -213,7 +252,7 @@ void cr__send_heartbeat(struct cr_core *c, struct cr__progress *p)
     m.append_entries.prev_index = prev;
     m.append_entries.prev_term = cr__log_term(c, prev);
     m.append_entries.commit = c->commit;
-    m.append_entries.seq = c->append_seq;
+    m.append_entries.seq = append_seq_for(c, p, prev);
     cr__send(c, &m, false);
     p->last_send = c->now;
 }
@@ -560,6 +599,12 @@ void cr__recv_append_entries_result(struct cr_core *c,
                     progress_pipeline(p);
                 }
                 break;
+        }
+        if (p->removed && p->final_seq != 0 && r->seq >= p->final_seq) {
+            cr__trace(c, "removed_server_informed", NULL, p->id, c->term,
+                      p->match);
+            progress_drop(c, p->id);
+            return;
         }
         if (progressed) {
             cr__maybe_commit(c);
