@@ -22,6 +22,7 @@ struct sim_msg
 {
     struct cr_message m;
     struct cr_entry *entries;
+    unsigned n_entries; /* references held, whatever a filter trims */
     struct cr_snapshot_meta meta;
     struct sim_app app; /* the snapshot's state, for INSTALL_SNAPSHOT */
 };
@@ -504,7 +505,7 @@ static void msg_free(struct sim_msg *m)
         return;
     }
     if (m->entries != NULL) {
-        for (unsigned i = 0; i < m->m.append_entries.n_entries; i++) {
+        for (unsigned i = 0; i < m->n_entries; i++) {
             cr_batch_unref(sim_a, m->entries[i].batch);
         }
         free(m->entries);
@@ -725,6 +726,7 @@ static struct sim_msg *msg_copy(struct sim *s, const struct cr_message *m)
     if (m->type == CR_MSG_APPEND_ENTRIES && m->append_entries.n_entries > 0) {
         c->entries = copy_entries(m->append_entries.entries,
                                   m->append_entries.n_entries);
+        c->n_entries = m->append_entries.n_entries;
         c->m.append_entries.entries = c->entries;
     }
     if (m->type == CR_MSG_INSTALL_SNAPSHOT) {

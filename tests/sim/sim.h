@@ -144,7 +144,10 @@ struct sim_trace
     uint64_t a, b, c;
 };
 
-typedef bool (*sim_filter_fn)(void *data, const struct cr_message *m);
+/* Decides the fate of a message about to be delivered: false drops it. It
+ * may also shorten an AppendEntries (lower n_entries) to script exactly
+ * what a receiver gets. */
+typedef bool (*sim_filter_fn)(void *data, struct cr_message *m);
 
 struct sim
 {
