@@ -28,6 +28,17 @@ static double chance(uint64_t *x)
     return (double)(splitmix(x) >> 11) / 9007199254740992.0;
 }
 
+/* Schedules of the second kind replay figure 8 of the Raft paper at
+ * random, as the MIT 6.824 tests do: write, wait a little, crash the
+ * leader, restart servers when fewer than a majority run. Small batches
+ * let an old entry reach a majority before the new leader's no-op does:
+ * the situation where counting replicas of an older term is unsafe. */
+static bool figure8_mode(uint64_t seed)
+{
+    uint64_t x = seed * 0x9E3779B97F4A7C15ull + 3;
+    return chance(&x) < 0.3;
+}
+
 static void random_params(uint64_t seed, unsigned nodes, struct sim_params *p)
 {
     uint64_t x = seed * 0x2545F4914F6CDD1Dull + 17;
@@ -53,6 +64,38 @@ static void random_params(uint64_t seed, unsigned nodes, struct sim_params *p)
     p->opt.max_inflight_msgs = (unsigned)pick(&x, 1, 32);
     p->opt.max_batch_entries = (unsigned)pick(&x, 1, 64);
     p->opt.max_batch_bytes = pick(&x, 16, 4096);
+    if (figure8_mode(seed)) {
+        p->opt.max_batch_entries = (unsigned)pick(&x, 1, 2);
+        p->drop = 0;
+        p->snapshot_every = 0;
+    }
+}
+
+static void figure8_action(struct sim *s)
+{
+    cr_id l = sim_leader(s);
+    unsigned up = 0;
+    if (l != 0) {
+        (void)sim_propose(s, l, NULL);
+    }
+    /* Mostly a short sleep, now and then a long one. */
+    sim_run_for(s, sim_rand_range(s, 0, 9) == 0
+                       ? sim_rand_range(s, 0, 2 * s->p.opt.election_timeout)
+                       : sim_rand_range(s, 0, s->p.opt.election_timeout / 8));
+    l = sim_leader(s);
+    if (l != 0 && sim_rand_range(s, 0, 1) == 0) {
+        sim_crash(s, l);
+    }
+    for (cr_id id = 1; id <= s->n_nodes; id++) {
+        up += s->nodes[id].alive ? 1u : 0u;
+    }
+    while (up < s->n_nodes / 2 + 1) {
+        cr_id id = sim_rand_range(s, 1, s->n_nodes);
+        if (!s->nodes[id].alive) {
+            sim_restart(s, id);
+            up++;
+        }
+    }
 }
 
 static cr_id random_node(struct sim *s)
@@ -222,6 +265,10 @@ bool random_run(uint64_t seed,
     s->log = o->log;
     end = o->fault_duration;
     while (s->now < end && !s->failed) {
+        if (figure8_mode(seed)) {
+            figure8_action(s);
+            continue;
+        }
         random_action(s);
         sim_run_for(s, sim_rand_range(s, 1, p.opt.election_timeout));
     }
