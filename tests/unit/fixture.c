@@ -10,11 +10,32 @@
 static bool should_fail(struct fx *f)
 {
     f->n_allocs++;
-    if (f->fail_at != 0 && f->n_allocs == f->fail_at) {
+    if (f->fail_at != 0 && (f->n_allocs == f->fail_at ||
+                            (f->fail_repeat && f->n_allocs > f->fail_at))) {
         f->n_failed++;
         return true;
     }
     return false;
+}
+
+static void *plain_malloc(void *data, size_t size)
+{
+    struct fx *f = data;
+    void *p = test_malloc(size);
+    if (p != NULL) {
+        f->n_live++;
+    }
+    return p;
+}
+
+static void *plain_realloc(void *data, void *ptr, size_t size)
+{
+    struct fx *f = data;
+    void *p = test_realloc(ptr, size);
+    if (p != NULL && ptr == NULL) {
+        f->n_live++;
+    }
+    return p;
 }
 
 static void *fx_malloc(void *data, size_t size)
@@ -24,7 +45,7 @@ static void *fx_malloc(void *data, size_t size)
     if (should_fail(f)) {
         return NULL;
     }
-    return test_malloc(size);
+    return plain_malloc(data, size);
 }
 
 static void *fx_realloc(void *data, void *ptr, size_t size)
@@ -34,27 +55,16 @@ static void *fx_realloc(void *data, void *ptr, size_t size)
     if (should_fail(f)) {
         return NULL;
     }
-    return test_realloc(ptr, size);
+    return plain_realloc(data, ptr, size);
 }
 
 static void fx_free_block(void *data, void *ptr)
 {
-    (void)data;
+    struct fx *f = data;
     if (ptr != NULL) {
+        f->n_live--;
         test_free(ptr);
     }
-}
-
-static void *plain_malloc(void *data, size_t size)
-{
-    (void)data;
-    return test_malloc(size);
-}
-
-static void *plain_realloc(void *data, void *ptr, size_t size)
-{
-    (void)data;
-    return test_realloc(ptr, size);
 }
 
 /* ---------------------------------------------------------------------------
@@ -148,6 +158,11 @@ void fx_free(struct fx *f)
         if (f->disk[id].entries != NULL) {
             test_free(f->disk[id].entries);
         }
+    }
+    if (f->n_live != 0) {
+        print_error("%ld block(s) leaked (failing allocation %lu)\n", f->n_live,
+                    f->fail_at);
+        fail();
     }
     test_free(f);
 }
@@ -284,6 +299,12 @@ static void record(struct fx *f, cr_id id, int rv)
         f->applied[id] += u->n_committed;
         f->n_applied[id] += u->n_committed;
     }
+    for (unsigned i = 0; i < u->n_reads; i++) {
+        assert_true(f->n_reads[id] < 64);
+        f->reads[id][f->n_reads[id]++] = u->reads[i];
+        mix(f, u->reads[i].id);
+        mix(f, u->reads[i].index);
+    }
     for (unsigned i = 0; i < u->n_messages; i++) {
         const struct cr_message *m = &u->messages[i];
         assert_int_equal(m->from, id);
@@ -302,11 +323,18 @@ int fx_step(struct fx *f, cr_id id, struct cr_event *ev)
     assert_true(f->live[id]);
     ev->now = f->now;
     rv = cr_core_step(&f->core[id], ev, &f->u[id]);
-    if (f->n_failed != failed) {
+    if (f->n_failed != failed && rv == 0) {
         /* An allocation failed inside: the step must say so. */
-        assert_int_not_equal(rv, 0);
-    } else {
-        assert_int_not_equal(rv, CR_ENOMEM);
+        print_error(
+            "allocation %lu failed in a step (event %d) of core %llu"
+            " that returned 0\n",
+            f->fail_at, (int)ev->type, (unsigned long long)id);
+        fail();
+    }
+    if (f->n_failed == failed && rv == CR_ENOMEM) {
+        print_error("CR_ENOMEM without a failed allocation (event %d)\n",
+                    (int)ev->type);
+        fail();
     }
     record(f, id, rv);
     return rv;
@@ -611,11 +639,47 @@ unsigned fx_deliver(struct fx *f, cr_id from, cr_id to)
     return fx_deliver_type(f, from, to, FX_ANY);
 }
 
+unsigned fx_deliver_if(struct fx *f,
+                       cr_id from,
+                       cr_id to,
+                       bool (*pred)(const struct cr_message *m))
+{
+    unsigned i = 0, n = 0;
+    while (i < f->n_box[from]) {
+        const struct cr_message *m = &f->box[from][i].m;
+        if (matches(m, to, FX_ANY) && pred(m)) {
+            deliver_at(f, from, i);
+            n++;
+        } else {
+            i++;
+        }
+    }
+    return n;
+}
+
+const struct cr_read_result *fx_read_result(const struct fx *f,
+                                            cr_id id,
+                                            uint64_t read_id)
+{
+    const struct cr_read_result *r = NULL;
+    for (unsigned i = 0; i < f->n_reads[id]; i++) {
+        if (f->reads[id][i].id == read_id) {
+            r = &f->reads[id][i];
+        }
+    }
+    return r;
+}
+
 void fx_drop(struct fx *f, cr_id from, cr_id to)
+{
+    fx_drop_type(f, from, to, FX_ANY);
+}
+
+void fx_drop_type(struct fx *f, cr_id from, cr_id to, enum cr_message_type type)
 {
     unsigned i = 0;
     while (i < f->n_box[from]) {
-        if (matches(&f->box[from][i].m, to, FX_ANY)) {
+        if (matches(&f->box[from][i].m, to, type)) {
             struct fx_msg m;
             box_take(f, from, i, &m);
             msg_release(f, &m);

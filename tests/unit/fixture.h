@@ -62,11 +62,13 @@ struct fx_disk
 struct fx
 {
     /* The cores' allocator: counts, and fails allocation number fail_at
-     * (1-based; 0 never). */
+     * (1-based; 0 never), and every later one if fail_repeat is set. */
     struct cr_alloc alloc;
     unsigned long n_allocs;
     unsigned long fail_at;
+    bool fail_repeat;
     unsigned long n_failed;
+    long n_live; /* blocks allocated through alloc or plain, not freed */
     /* The fixture's own allocator: never fails. */
     struct cr_alloc plain;
 
@@ -87,6 +89,9 @@ struct fx
     cr_index applied[FX_MAX + 1];       /* last committed index seen */
     cr_index n_applied[FX_MAX + 1];     /* committed entries handed out */
     uint64_t hash;                      /* digest of every update */
+    /* Read results of every update, in order. */
+    struct cr_read_result reads[FX_MAX + 1][64];
+    unsigned n_reads[FX_MAX + 1];
 
     struct fx_msg box[FX_MAX + 1][FX_BOX];
     unsigned n_box[FX_MAX + 1];
@@ -99,6 +104,8 @@ void fx_options(struct cr_options *o);
  * (fx_new_seeded: seed + id), at time 0. */
 struct fx *fx_new(unsigned n, const struct cr_options *opt);
 struct fx *fx_new_seeded(unsigned n, const struct cr_options *opt, uint64_t s);
+/* Closes everything and frees the fixture; fails if any block allocated
+ * through the fixture's allocators is left. */
 void fx_free(struct fx *f);
 
 /* Voters 1..voters, addresses "sN". */
@@ -166,8 +173,21 @@ bool fx_deliver_one(struct fx *f,
                     cr_id from,
                     cr_id to,
                     enum cr_message_type type);
+/* Delivers, in order, the messages for which pred is true. */
+unsigned fx_deliver_if(struct fx *f,
+                       cr_id from,
+                       cr_id to,
+                       bool (*pred)(const struct cr_message *m));
 /* Drops what `from` sent to `to` (0: to anyone). */
 void fx_drop(struct fx *f, cr_id from, cr_id to);
+void fx_drop_type(struct fx *f,
+                  cr_id from,
+                  cr_id to,
+                  enum cr_message_type type);
+/* The last read result of core id for read_id, or NULL. */
+const struct cr_read_result *fx_read_result(const struct fx *f,
+                                            cr_id id,
+                                            uint64_t read_id);
 /* Persists and delivers until nothing moves; messages from or to a cut
  * core are dropped. Time does not advance. */
 void fx_flush(struct fx *f);
