@@ -56,7 +56,7 @@ static void random_params(uint64_t seed, unsigned nodes, struct sim_params *p)
     p->long_delay = chance(&x) < 0.5 ? 0 : chance(&x) * 0.05;
     p->long_delay_max = pick(&x, 50, 400);
     p->disk_min = pick(&x, 0, 2);
-    p->disk_max = p->disk_min + pick(&x, 0, 8);
+    p->disk_max = p->disk_min + pick(&x, 0, chance(&x) < 0.2 ? 30 : 8);
     p->snapshot_every = chance(&x) < 0.3 ? 0 : pick(&x, 5, 60);
     p->snapshot_trailing = pick(&x, 0, 10);
     p->opt.pre_vote = chance(&x) < 0.85;
@@ -69,6 +69,11 @@ static void random_params(uint64_t seed, unsigned nodes, struct sim_params *p)
         p->drop = 0;
         p->snapshot_every = 0;
     }
+}
+
+static cr_id random_node(struct sim *s)
+{
+    return sim_rand_range(s, 1, s->n_nodes);
 }
 
 static void figure8_action(struct sim *s)
@@ -86,6 +91,13 @@ static void figure8_action(struct sim *s)
     if (l != 0 && sim_rand_range(s, 0, 1) == 0) {
         sim_crash(s, l);
     }
+    if (sim_rand_range(s, 0, 4) == 0) {
+        cr_id id = random_node(s);
+        if (s->nodes[id].alive) {
+            sim_crash(s, id);
+            sim_restart(s, id);
+        }
+    }
     for (cr_id id = 1; id <= s->n_nodes; id++) {
         up += s->nodes[id].alive ? 1u : 0u;
     }
@@ -96,11 +108,6 @@ static void figure8_action(struct sim *s)
             up++;
         }
     }
-}
-
-static cr_id random_node(struct sim *s)
-{
-    return sim_rand_range(s, 1, s->n_nodes);
 }
 
 static void random_partition(struct sim *s)
@@ -171,6 +178,13 @@ static void random_action(struct sim *s)
     } else if (r < 88) {
         if (s->nodes[a].alive && !s->nodes[a].paused) {
             (void)sim_campaign(s, a);
+        }
+    } else if (r < 94) {
+        /* kill -9 and an immediate restart: what the node said but had
+         * not yet made durable is gone, while its messages are in flight. */
+        if (s->nodes[a].alive && !s->nodes[a].paused) {
+            sim_crash(s, a);
+            sim_restart(s, a);
         }
     }
 }
