@@ -196,6 +196,23 @@ static void vote_reset_on_new_term(void **state)
     fx_free(f);
 }
 
+/* Raft Figure 2 (votedFor is persistent): a vote survives a restart, so a
+ * restarted server does not vote twice in one term. */
+static void vote_survives_restart(void **state)
+{
+    struct fx *f = fx_new(3, NULL);
+    (void)state;
+    assert_int_equal(fx_bootstrap(f, 3), 0);
+    assert_int_equal(request_vote(f, 3, 1, 2, 1, 1, false, false), 0);
+    assert_granted(f, 3, 1, true);
+    assert_int_equal(fx_restart(f, 3), 0);
+    assert_int_equal(cr_core_term(&f->core[3]), 2);
+    assert_int_equal(cr_core_vote(&f->core[3]), 1);
+    assert_int_equal(request_vote(f, 3, 2, 2, 1, 1, false, false), 0);
+    assert_granted(f, 3, 2, false);
+    fx_free(f);
+}
+
 /* Raft §5.1: a server that sees a higher term adopts it and, if it was a
  * leader, becomes a follower. */
 static void higher_term_makes_leader_step_down(void **state)
@@ -487,6 +504,7 @@ int main(void)
         cmocka_unit_test(vote_requires_up_to_date_last_index),
         cmocka_unit_test(one_vote_per_term),
         cmocka_unit_test(vote_reset_on_new_term),
+        cmocka_unit_test(vote_survives_restart),
         cmocka_unit_test(higher_term_makes_leader_step_down),
         cmocka_unit_test(higher_term_makes_candidate_step_down),
         cmocka_unit_test(stale_term_vote_request_rejected),

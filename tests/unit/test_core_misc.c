@@ -159,12 +159,12 @@ static int append_entry(struct fx *f, cr_term term, const struct cr_entry *e)
 
 /* Entries that cannot come from a correct leader are not appended and not
  * acknowledged: a term above the message's, a payload pointer missing, a
- * configuration that does not decode, an unknown type. */
+ * configuration that does not decode, an unknown type, term 0. */
 static void malformed_entries_rejected(void **state)
 {
     struct fx *f = fx_new(3, NULL);
     uint8_t junk[5] = {1, 9, 9, 9, 9};
-    struct cr_entry bad[6];
+    struct cr_entry bad[5];
     int rv;
     (void)state;
     assert_int_equal(fx_bootstrap(f, 3), 0);
@@ -179,12 +179,10 @@ static void malformed_entries_rejected(void **state)
     bad[2].buf.base = junk;
     bad[2].buf.len = sizeof junk;
     bad[3].term = 2;
-    bad[3].type = CR_ENTRY_CONFIG; /* empty */
-    bad[4].term = 2;
-    bad[4].type = (enum cr_entry_type)0;
-    bad[5].term = 0;
-    bad[5].type = CR_ENTRY_NOOP;
-    for (unsigned i = 0; i < 6; i++) {
+    bad[3].type = (enum cr_entry_type)0;
+    bad[4].term = 0;
+    bad[4].type = CR_ENTRY_NOOP;
+    for (unsigned i = 0; i < 5; i++) {
         rv = append_entry(f, 2, &bad[i]);
         assert_true(rv == 0 || rv == CR_EINVAL);
         assert_int_equal(cr_core_last_index(&f->core[2]), 1);
@@ -193,6 +191,44 @@ static void malformed_entries_rejected(void **state)
         assert_int_equal(fx_persist(f, 2), 0);
         assert_null(fx_peek(f, 2, 1, CR_MSG_APPEND_ENTRIES_RESULT));
     }
+    fx_free(f);
+}
+
+/* A configuration entry with an empty payload is malformed: rejected from
+ * a peer, CR_ECORRUPT from disk, CR_ECORRUPT from the decoder.
+ *
+ * BUG? src/core/config.c, cr_config_decode: `end = p + len` is computed
+ * before `len < 2` is checked, so an empty payload with base NULL (how the
+ * core itself represents empty payloads, see cr__log_append) performs
+ * arithmetic on a null pointer, which C11 6.5.6p8 leaves undefined; a
+ * build with clang -fsanitize=undefined aborts here. It is reachable from
+ * the network (entries_valid in replication.c decodes every config entry
+ * of an AppendEntries) and from disk (cr_core_load). Rule violated:
+ * malformed input is rejected without undefined behaviour. Kept last in
+ * this file so that the sanitizer abort does not hide the other tests. */
+static void empty_config_entry_rejected(void **state)
+{
+    struct fx *f = fx_new(3, NULL);
+    struct cr_entry e[2];
+    struct cr_hard_state hs = {.term = 1, .vote = 0, .commit = 1};
+    struct cr_config c;
+    (void)state;
+    assert_int_equal(cr_config_decode(NULL, 0, &c), CR_ECORRUPT);
+
+    assert_int_equal(fx_bootstrap(f, 2), 0);
+    memset(e, 0, sizeof e);
+    e[0].term = 2;
+    e[0].type = CR_ENTRY_CONFIG; /* buf {NULL, 0} */
+    assert_int_equal(append_entry(f, 2, &e[0]), 0);
+    assert_int_equal(cr_core_last_index(&f->core[2]), 1);
+    assert_int_equal(cr_core_config(&f->core[2])->n, 2);
+
+    e[0].term = 1;
+    e[0].type = CR_ENTRY_NOOP;
+    e[1].term = 1;
+    e[1].type = CR_ENTRY_CONFIG;
+    assert_int_equal(cr_core_load(&f->core[3], &hs, NULL, 1, e, 2),
+                     CR_ECORRUPT);
     fx_free(f);
 }
 
@@ -442,6 +478,8 @@ int main(void)
         cmocka_unit_test(core_shares_batches),
         cmocka_unit_test(init_and_bootstrap_validate),
         cmocka_unit_test(tracer_reports_decisions),
+        /* Last: see the comment on the test. */
+        cmocka_unit_test(empty_config_entry_rejected),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -623,6 +623,35 @@ static void committed_entries_handed_out_in_order_once(void **state)
     fx_free(f);
 }
 
+/* Dissertation §10.2.1: appends to a follower the node could not reach are
+ * lost; the leader goes back to probing it, and its next heartbeat resends
+ * from the follower's match point. */
+static void unreachable_follower_is_probed_again(void **state)
+{
+    struct fx *f = fx_new(3, NULL);
+    struct cr_event ev = {.type = CR_EVENT_UNREACHABLE};
+    const struct cr_message *m;
+    cr_index match;
+    (void)state;
+    assert_int_equal(fx_bootstrap(f, 3), 0);
+    fx_elect(f, 1);
+    match = cr_core_match(&f->core[1], 3);
+    assert_int_equal(fx_propose(f, 1, 3, 1), 0);
+    fx_drop(f, 1, 3);
+    ev.unreachable.id = 3;
+    assert_int_equal(fx_step(f, 1, &ev), 0);
+
+    f->now += FX_HB;
+    assert_int_equal(fx_tick(f, 1), 0);
+    m = fx_upd_find(&f->u[1], CR_MSG_APPEND_ENTRIES, 3);
+    assert_non_null(m);
+    assert_int_equal(m->append_entries.prev_index, match);
+    assert_int_equal(m->append_entries.n_entries, 3);
+    fx_flush(f);
+    assert_int_equal(cr_core_match(&f->core[1], 3), match + 3);
+    fx_free(f);
+}
+
 /* Raft §5.1: a follower refuses an AppendEntries from an older term and
  * answers with its term, which makes the stale leader step down. */
 static void stale_leader_append_rejected(void **state)
@@ -667,6 +696,7 @@ int main(void)
         cmocka_unit_test(check_quorum_leader_with_majority_stays),
         cmocka_unit_test(committed_entries_handed_out_in_order_once),
         cmocka_unit_test(stale_leader_append_rejected),
+        cmocka_unit_test(unreachable_follower_is_probed_again),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -145,6 +145,61 @@ static void follower_installs_snapshot(void **state)
     fx_free(f);
 }
 
+/* Sends `to` an InstallSnapshot from 1 for (index, term) of f->config. */
+static int install(struct fx *f, cr_id to, cr_index index, cr_term term)
+{
+    struct cr_snapshot_meta meta;
+    struct cr_message m;
+    memset(&meta, 0, sizeof meta);
+    meta.index = index;
+    meta.term = term;
+    meta.config_index = 1;
+    meta.config = f->config;
+    fx_msg_init(&m, CR_MSG_INSTALL_SNAPSHOT, 1, to, cr_core_term(&f->core[1]));
+    m.install_snapshot.meta = &meta;
+    return fx_receive(f, to, &m);
+}
+
+/* Raft §7 (InstallSnapshot receiver rule 6): if the follower's log has the
+ * snapshot's last entry, it keeps its log and the entries after it; a
+ * snapshot at or below its commit index changes nothing. */
+static void snapshot_matching_log_keeps_entries(void **state)
+{
+    struct fx *f = committed_twelve();
+    const struct cr_message *m;
+    cr_term t = cr_core_term(&f->core[1]);
+    (void)state;
+    f->now += FX_HB;
+    assert_int_equal(fx_tick(f, 1), 0);
+    fx_flush(f);
+    assert_int_equal(cr_core_commit(&f->core[3]), 12);
+
+    /* At or below the commit index: acknowledged, nothing installed. */
+    assert_int_equal(install(f, 3, 10, t), 0);
+    assert_false(f->u[3].flags & CR_UPDATE_SNAPSHOT);
+    assert_int_equal(cr_core_last_index(&f->core[3]), 12);
+    assert_int_equal(cr_core_first_index(&f->core[3]), 1);
+    m = fx_peek(f, 3, 1, CR_MSG_APPEND_ENTRIES_RESULT);
+    assert_non_null(m);
+    assert_true(m->append_entries_result.success);
+    assert_int_equal(m->append_entries_result.index, 12);
+    fx_drop(f, 3, 0);
+
+    /* Entries 13..14 reach 2 but not their commit. */
+    f->cut[3] = true;
+    assert_int_equal(fx_propose(f, 1, 2, 1), 0);
+    fx_deliver(f, 1, 2);
+    assert_int_equal(fx_persist(f, 2), 0);
+    assert_int_equal(cr_core_last_index(&f->core[2]), 14);
+    assert_int_equal(cr_core_commit(&f->core[2]), 12);
+    assert_int_equal(install(f, 2, 13, t), 0);
+    assert_false(f->u[2].flags & CR_UPDATE_SNAPSHOT);
+    assert_int_equal(cr_core_last_index(&f->core[2]), 14);
+    assert_int_equal(cr_core_commit(&f->core[2]), 13);
+    assert_int_equal(f->applied[2], 13);
+    fx_free(f);
+}
+
 /* Entries of one-byte commands with the given terms (bytes borrowed). */
 static void make_entries(struct cr_entry *e, const cr_term *terms, unsigned n)
 {
@@ -361,6 +416,7 @@ int main(void)
         cmocka_unit_test(snapshot_event_validated),
         cmocka_unit_test(lagging_follower_gets_install_snapshot),
         cmocka_unit_test(follower_installs_snapshot),
+        cmocka_unit_test(snapshot_matching_log_keeps_entries),
         cmocka_unit_test(load_with_snapshot_and_entries),
         cmocka_unit_test(load_rejects_inconsistent_input),
         cmocka_unit_test(load_discards_entries_not_reaching_snapshot),
