@@ -742,6 +742,58 @@ static bool persist_02_random(struct sim *s, uint64_t seed)
     return final_liveness(s);
 }
 
+struct asked
+{
+    cr_id candidate, voter;
+};
+
+static bool pred_vote_requested(struct sim *s, void *d)
+{
+    const struct asked *a = d;
+    const struct cr_core *c = &s->nodes[a->candidate].core;
+    cr_term t = cr_core_term(c);
+    return cr_core_role(c) == CR_CANDIDATE && t < s->votes_cap &&
+           (s->requested[t * (SIM_NODES_MAX + 1) + a->voter] &
+            (1ull << a->candidate)) != 0;
+}
+
+/* Scenario PERSIST-03: crash at a durability point. A voter is killed right
+ * after it received a RequestVote, while its vote is not yet durable, and
+ * restarts at once; another candidate then asks it in the same term. The
+ * first candidate must never have seen that vote: a vote is answered only
+ * once it is durable (Raft Figure 2), or the voter votes twice in one term
+ * and two leaders can share it. */
+static bool persist_03(struct sim *s, uint64_t seed)
+{
+    struct script_filter f;
+    struct asked a;
+    cr_id l, f1, f2;
+    (void)seed;
+    memset(&f, 0, sizeof f);
+    l = wait_leader(s, 2 * ET(s));
+    EXPECT(s, l != 0, "no leader");
+    EXPECT(s, commit_op(s, 4 * ET(s), NULL), "no first commit");
+    f1 = l % 3 + 1;
+    f2 = f1 % 3 + 1;
+    sim_crash(s, l);
+    f.candidate = NOBODY;
+    sim_set_filter(s, script_filter, &f);
+    sim_run_for(s, ET(s));
+    f.candidate = f1;
+    a.candidate = f1;
+    a.voter = f2;
+    (void)sim_campaign(s, f1);
+    EXPECT(s, sim_run_until_pred(s, pred_vote_requested, &a, ET(s)),
+           "n%" PRIu64 " never asked n%" PRIu64 " for its vote", f1, f2);
+    /* The voter dies before its disk acknowledges the vote. */
+    sim_crash_unsynced(s, f2);
+    sim_restart(s, f2);
+    sim_restart(s, l);
+    EXPECT(s, force_leader(s, &f, l), "n%" PRIu64 " did not win", l);
+    sim_run_for(s, ET(s));
+    return final_liveness(s);
+}
+
 /* ---------------------------------------------------------------------------
  * Membership and snapshots
  * ------------------------------------------------------------------------- */
@@ -983,6 +1035,7 @@ const struct scenario scenarios[] = {
     {"PERSIST-02", "figure 8, step by step", 5, 0, 1, persist_02_figure8},
     {"PERSIST-02-RANDOM", "figure 8, randomized rounds", 5, 0, 0,
      persist_02_random},
+    {"PERSIST-03", "crash at a durability point", 3, 0, 0, persist_03},
     {"MEMBER-01", "join under load", 3, 0, 0, member_01},
     {"MEMBER-02", "remove a follower, then the leader", 5, 0, 0, member_02},
     {"MEMBER-03", "changes during a partition", 5, 0, 0, member_03},

@@ -1306,7 +1306,7 @@ bool sim_run_until_pred(struct sim *s,
  * Faults
  * ------------------------------------------------------------------------- */
 
-void sim_crash(struct sim *s, cr_id id)
+static void crash(struct sim *s, cr_id id, bool lose_all)
 {
     struct sim_node *n = &s->nodes[id];
     struct sim_write *w;
@@ -1320,13 +1320,13 @@ void sim_crash(struct sim *s, cr_id id)
     for (w = n->disk.pending; w != NULL; w = w->next) {
         count++;
     }
-    survive = (unsigned)sim_rand_range(s, 0, count);
+    survive = lose_all ? 0 : (unsigned)sim_rand_range(s, 0, count);
     w = n->disk.pending;
     for (unsigned i = 0; i < survive; i++) {
         disk_apply(&n->disk, w, w->n, true);
         w = w->next;
     }
-    if (w != NULL && sim_randf(s) < s->p.torn && w->n > 0) {
+    if (w != NULL && !lose_all && sim_randf(s) < s->p.torn && w->n > 0) {
         disk_apply(&n->disk, w, (unsigned)sim_rand_range(s, 0, w->n - 1),
                    false);
     }
@@ -1343,6 +1343,16 @@ void sim_crash(struct sim *s, cr_id id)
     n->alive = false;
     n->incarnation++;
     trace(s, id, 'x', "crash", 0, 0, survive, count, 0);
+}
+
+void sim_crash(struct sim *s, cr_id id)
+{
+    crash(s, id, false);
+}
+
+void sim_crash_unsynced(struct sim *s, cr_id id)
+{
+    crash(s, id, true);
 }
 
 void sim_restart(struct sim *s, cr_id id)

@@ -212,6 +212,8 @@ bool sim_run_until_pred(struct sim *s,
 
 /* Faults and topology. */
 void sim_crash(struct sim *s, cr_id id);
+/* A crash that loses every write not yet reported durable. */
+void sim_crash_unsynced(struct sim *s, cr_id id);
 void sim_restart(struct sim *s, cr_id id);
 void sim_heal(struct sim *s);                      /* every link up */
 void sim_cut(struct sim *s, cr_id from, cr_id to); /* one way */
