@@ -788,7 +788,10 @@ static bool persist_03(struct sim *s, uint64_t seed)
     /* The voter dies before its disk acknowledges the vote. */
     sim_crash_unsynced(s, f2);
     sim_restart(s, f2);
+    /* The old leader comes back and runs for the same term; the first
+     * candidate is cut off. */
     sim_restart(s, l);
+    sim_isolate(s, f1);
     EXPECT(s, force_leader(s, &f, l), "n%" PRIu64 " did not win", l);
     sim_run_for(s, ET(s));
     return final_liveness(s);
