@@ -121,11 +121,15 @@ void cr_config_encode(const struct cr_config *c, void *buf)
 int cr_config_decode(const void *buf, size_t len, struct cr_config *c)
 {
     const uint8_t *p = buf;
-    const uint8_t *end = p + len;
+    const uint8_t *end;
     unsigned n;
-    if (len < 2 || p[0] != CONFIG_VERSION || p[1] > CR_SERVERS_MAX) {
+    /* Checked before any pointer arithmetic: an empty payload may come
+     * with a NULL base. */
+    if (buf == NULL || len < 2 || p[0] != CONFIG_VERSION ||
+        p[1] > CR_SERVERS_MAX) {
         return CR_ECORRUPT;
     }
+    end = p + len;
     n = p[1];
     p += 2;
     memset(c, 0, sizeof *c);
