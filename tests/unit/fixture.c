@@ -144,6 +144,8 @@ void fx_kill(struct fx *f, cr_id id)
     if (f->live[id]) {
         cr_core_close(&f->core[id]);
         f->live[id] = false;
+        /* The last update pointed into the core. */
+        memset(&f->u[id], 0, sizeof f->u[id]);
     }
 }
 

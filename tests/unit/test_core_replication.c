@@ -547,8 +547,21 @@ static void follower_commit_is_min_of_leader_commit_and_last_new(void **state)
     fx_free(f);
 }
 
-/* Dissertation §6.2 (check-quorum): a leader that hears from no majority
- * for an election timeout steps down. */
+/* Dissertation §6.2 (check-quorum): "if an election timeout elapses
+ * without a successful round of heartbeats to a majority of its cluster,
+ * the leader steps down". Here the followers answer every heartbeat until
+ * time R (an answer at R itself), then fall silent; by R + ET (plus one
+ * heartbeat interval of slack for tick granularity) the leader must have
+ * stepped down.
+ *
+ * BUG? src/core/replication.c, cr__leader_tick: check-quorum runs once per
+ * election timeout (quorum_deadline) on recent_active flags that it clears
+ * at each check, so answers received just after a check (the heartbeat
+ * sent by that very tick, answered at R) carry the leader through the
+ * next check as well: it steps down only at R + 2 ET, after nearly two
+ * election timeouts without a single answer. Rule violated: §6.2 (one
+ * election timeout). Impact: a deposed or partitioned leader keeps
+ * accepting clients for up to 2 ET, past the followers' §4.2.3 lease. */
 static void check_quorum_leader_without_responses_steps_down(void **state)
 {
     struct fx *f = fx_new(3, NULL);
@@ -556,7 +569,13 @@ static void check_quorum_leader_without_responses_steps_down(void **state)
     (void)state;
     assert_int_equal(fx_bootstrap(f, 3), 0);
     fx_elect(f, 1);
+    /* Connected up to and including the check at ET. */
+    fx_run(f, FX_ET);
     heard = f->now;
+    assert_int_equal(cr_core_role(&f->core[1]), CR_LEADER);
+    assert_true(cr_core_match(&f->core[1], 2) > 0);
+
+    f->cut[2] = f->cut[3] = true;
     while (f->now < heard + 3 * FX_ET) {
         f->now += 10;
         assert_int_equal(fx_tick(f, 1), 0);
@@ -567,10 +586,16 @@ static void check_quorum_leader_without_responses_steps_down(void **state)
         }
     }
     assert_int_not_equal(down, 0);
-    assert_true(down >= heard + FX_ET);
-    assert_true(down <= heard + 2 * FX_ET);
     assert_int_equal(f->u[1].role, CR_FOLLOWER);
     assert_int_equal(f->u[1].leader, 0);
+    /* Not before an election timeout without answers... */
+    assert_true(down >= heard + FX_ET);
+    /* ...and not much after it. */
+    if (down > heard + FX_ET + FX_HB) {
+        print_error("last answer at %llu ms, stepped down at %llu ms\n",
+                    (unsigned long long)heard, (unsigned long long)down);
+    }
+    assert_true(down <= heard + FX_ET + FX_HB);
     fx_free(f);
 }
 
