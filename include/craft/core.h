@@ -468,7 +468,7 @@ struct cr__progress
     cr_index match;
     cr_index next;
     bool paused;             /* PROBE: an append is outstanding */
-    bool recent_active;      /* heard from in this check-quorum period */
+    cr_msec last_heard;      /* last answer in our term (§6.2) */
     bool removed;            /* being removed: served until it knows */
     uint64_t final_seq;      /* removed: seq of an append telling it so */
     uint64_t acked_seq;      /* highest append seq it answered (§6.4) */
@@ -548,7 +548,6 @@ struct cr_core
     struct cr__progress progress[CR_SERVERS_MAX];
     unsigned n_progress;
     cr_msec heartbeat_deadline;
-    cr_msec quorum_deadline;
     cr_id transfer_target;
     cr_msec transfer_deadline;
     uint64_t append_seq;

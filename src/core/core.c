@@ -274,9 +274,6 @@ static cr_msec next_deadline(const struct cr_core *c)
     cr_msec d;
     if (c->role == CR_LEADER) {
         d = c->heartbeat_deadline;
-        if (c->opt.check_quorum && c->quorum_deadline < d) {
-            d = c->quorum_deadline;
-        }
         if (c->transfer_target != 0 && c->transfer_deadline < d) {
             d = c->transfer_deadline;
         }

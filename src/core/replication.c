@@ -64,6 +64,7 @@ static void progress_init(struct cr_core *c, struct cr__progress *p, cr_id id)
     p->id = id;
     p->state = CR_PROBE;
     p->next = cr__log_last(c) + 1;
+    p->last_heard = c->now;
     /* The first catch-up round of a joining server (§4.2.1). */
     p->round_index = cr__log_last(c);
     p->round_start = c->now;
@@ -297,7 +298,10 @@ void cr__become_leader(struct cr_core *c)
     c->n_progress = 0;
     cr__progress_sync(c);
     c->heartbeat_deadline = c->now + c->opt.heartbeat_interval;
-    c->quorum_deadline = c->now + c->opt.election_timeout;
+    /* Every follower gets a full election timeout to answer (§6.2). */
+    for (unsigned i = 0; i < c->n_progress; i++) {
+        c->progress[i].last_heard = c->now;
+    }
     cr__trace(c, "became_leader", NULL, 0, c->term, cr__log_last(c));
     /* §5.4.2 and §6.4: a new leader commits an entry of its own term at
      * once, which also commits everything before it and tells the leader
@@ -569,7 +573,7 @@ void cr__recv_append_entries_result(struct cr_core *c,
     if (p == NULL) {
         return;
     }
-    p->recent_active = true;
+    p->last_heard = c->now;
     if (r->seq > p->acked_seq && r->seq <= c->append_seq) {
         p->acked_seq = r->seq;
     }
@@ -692,27 +696,26 @@ void cr__recv_install_snapshot(struct cr_core *c, const struct cr_message *m)
 
 void cr__leader_tick(struct cr_core *c)
 {
-    if (c->opt.check_quorum && c->now >= c->quorum_deadline) {
+    if (c->opt.check_quorum) {
         /* §6.2: a leader that has not heard from a majority within an
          * election timeout steps down, so that clients find the real
-         * leader and reads never come from a deposed one. */
+         * leader and reads never come from a deposed one. Checked at every
+         * heartbeat, so it steps down within ET + one heartbeat. */
         unsigned active = cr__is_voter(c, c->id) ? 1 : 0;
         for (unsigned i = 0; i < c->n_progress; i++) {
-            struct cr__progress *p = &c->progress[i];
-            if (p->recent_active && cr__is_voter(c, p->id)) {
+            const struct cr__progress *p = &c->progress[i];
+            if (cr__is_voter(c, p->id) &&
+                c->now - p->last_heard < c->opt.election_timeout) {
                 active++;
             }
-            p->recent_active = false;
         }
         if (active < cr__quorum(c)) {
             cr__trace(c, "lost_quorum",
-                      "no majority heard from in an "
-                      "election timeout",
-                      0, c->term, 0);
+                      "no majority heard from in an election timeout", 0,
+                      c->term, 0);
             cr__become_follower(c, c->term, 0);
             return;
         }
-        c->quorum_deadline = c->now + c->opt.election_timeout;
     }
     if (c->transfer_target != 0 && c->now >= c->transfer_deadline) {
         cr__transfer_abort(c, "target did not take over in time");

@@ -599,6 +599,9 @@ static void disk_drop_upto(struct sim_disk *d, cr_index upto)
         cr_batch_unref(sim_a, d->entries[drop].batch);
         drop++;
     }
+    if (drop == 0) {
+        return;
+    }
     memmove(d->entries, d->entries + drop, (d->n - drop) * sizeof *d->entries);
     d->n -= drop;
     d->first += drop;
