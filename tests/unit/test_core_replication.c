@@ -554,14 +554,10 @@ static void follower_commit_is_min_of_leader_commit_and_last_new(void **state)
  * heartbeat interval of slack for tick granularity) the leader must have
  * stepped down.
  *
- * BUG? src/core/replication.c, cr__leader_tick: check-quorum runs once per
- * election timeout (quorum_deadline) on recent_active flags that it clears
- * at each check, so answers received just after a check (the heartbeat
- * sent by that very tick, answered at R) carry the leader through the
- * next check as well: it steps down only at R + 2 ET, after nearly two
- * election timeouts without a single answer. Rule violated: §6.2 (one
- * election timeout). Impact: a deposed or partitioned leader keeps
- * accepting clients for up to 2 ET, past the followers' §4.2.3 lease. */
+ * Before commit 003d28e cr__leader_tick checked once per election timeout
+ * on flags it cleared at each check, so answers received just after a
+ * check carried the leader through the next one as well and it stepped
+ * down only at R + 2 ET. */
 static void check_quorum_leader_without_responses_steps_down(void **state)
 {
     struct fx *f = fx_new(3, NULL);
