@@ -22,8 +22,11 @@
  * vote, an append acknowledgement, anything carrying a term that is not yet
  * on disk) is held inside the core and released by the CR_EVENT_PERSISTED
  * that covers that write (Raft paper Figure 2: "Updated on stable storage
- * before responding to RPCs"). Only the leader's own AppendEntries and
- * snapshots leave before its write finishes (dissertation §10.2.1).
+ * before responding to RPCs"). Requests leave at once: the leader's
+ * AppendEntries and snapshots before its own write finishes (dissertation
+ * §10.2.1; it counts itself only once the write is durable), and a
+ * candidate's RequestVote before its new term and self-vote are durable
+ * (it counts its own vote only once they are).
  *
  * Ownership: everything an update points to (messages, their entries, the
  * entries to persist, committed entries, read results) belongs to the core

@@ -495,8 +495,13 @@ static void same_seed_same_events_same_outputs(void **state)
     assert_true(run(42) != run(43));
 }
 
-int main(void)
+/* With an argument, runs only the tests whose names match it (cmocka's
+ * pattern: * and ? wildcards). */
+int main(int argc, char **argv)
 {
+    if (argc > 1) {
+        cmocka_set_test_filter(argv[1]);
+    }
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(follower_timeout_starts_pre_vote),
         cmocka_unit_test(pre_vote_success_starts_real_campaign),

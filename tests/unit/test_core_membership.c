@@ -472,8 +472,13 @@ static void config_decode_fuzz(void **state)
     assert_true(ok > 0);
 }
 
-int main(void)
+/* With an argument, runs only the tests whose names match it (cmocka's
+ * pattern: * and ? wildcards). */
+int main(int argc, char **argv)
 {
+    if (argc > 1) {
+        cmocka_set_test_filter(argv[1]);
+    }
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(add_server_joins_as_learner_and_is_promoted),
         cmocka_unit_test(learner_does_not_count_for_commit),

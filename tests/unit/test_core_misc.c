@@ -461,8 +461,13 @@ static void tracer_reports_decisions(void **state)
     fx_free(f);
 }
 
-int main(void)
+/* With an argument, runs only the tests whose names match it (cmocka's
+ * pattern: * and ? wildcards). */
+int main(int argc, char **argv)
 {
+    if (argc > 1) {
+        cmocka_set_test_filter(argv[1]);
+    }
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(foreign_cluster_message_rejected),
         cmocka_unit_test(malformed_message_rejected),

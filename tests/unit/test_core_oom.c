@@ -377,8 +377,13 @@ static void oom_transfer(void **state)
     run(scenario_transfer, 3);
 }
 
-int main(void)
+/* With an argument, runs only the tests whose names match it (cmocka's
+ * pattern: * and ? wildcards). */
+int main(int argc, char **argv)
 {
+    if (argc > 1) {
+        cmocka_set_test_filter(argv[1]);
+    }
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(oom_init_bootstrap),
         cmocka_unit_test(oom_leader_proposals),

@@ -172,8 +172,13 @@ static void single_voter_read_is_immediate(void **state)
     fx_free(f);
 }
 
-int main(void)
+/* With an argument, runs only the tests whose names match it (cmocka's
+ * pattern: * and ? wildcards). */
+int main(int argc, char **argv)
 {
+    if (argc > 1) {
+        cmocka_set_test_filter(argv[1]);
+    }
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(read_on_leader_waits_for_quorum_heartbeat),
         cmocka_unit_test(read_waits_for_commit_in_leader_term),

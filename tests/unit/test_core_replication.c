@@ -695,8 +695,13 @@ static void stale_leader_append_rejected(void **state)
     fx_free(f);
 }
 
-int main(void)
+/* With an argument, runs only the tests whose names match it (cmocka's
+ * pattern: * and ? wildcards). */
+int main(int argc, char **argv)
 {
+    if (argc > 1) {
+        cmocka_set_test_filter(argv[1]);
+    }
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(consistency_check_rejects_mismatching_prev),
         cmocka_unit_test(conflicting_suffix_truncated_and_replaced),

@@ -409,8 +409,13 @@ static void load_repairs_torn_hard_state(void **state)
     fx_free(f);
 }
 
-int main(void)
+/* With an argument, runs only the tests whose names match it (cmocka's
+ * pattern: * and ? wildcards). */
+int main(int argc, char **argv)
 {
+    if (argc > 1) {
+        cmocka_set_test_filter(argv[1]);
+    }
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(snapshot_event_compacts_log),
         cmocka_unit_test(snapshot_event_validated),

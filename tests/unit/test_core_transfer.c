@@ -137,8 +137,13 @@ static void transfer_target_choice(void **state)
     fx_free(f);
 }
 
-int main(void)
+/* With an argument, runs only the tests whose names match it (cmocka's
+ * pattern: * and ? wildcards). */
+int main(int argc, char **argv)
 {
+    if (argc > 1) {
+        cmocka_set_test_filter(argv[1]);
+    }
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(timeout_now_only_after_target_caught_up),
         cmocka_unit_test(proposals_refused_during_transfer),
