@@ -8,8 +8,8 @@ SAN_BUILD  ?= build-san
 BUILD_TYPE ?= RelWithDebInfo
 JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
 # Seeds of the randomized simulation in the sanitizer build (the normal
-# build runs CR_SIM_SEEDS, 2000 by default).
-SAN_SEEDS  ?= 400
+# build runs CR_SIM_SEEDS, 6000 by default).
+SAN_SEEDS  ?= 600
 CMAKE_ARGS ?=
 
 .PHONY: all deps configure build test check sanitize lint format clean
@@ -26,8 +26,12 @@ build: configure
 	@cmake --build $(BUILD) -j$(JOBS)
 
 # Every test of the normal build (ctest -L unit, -L sim for a subset).
+# ctest keeps a test's output to itself unless it fails; the simulator's
+# summary lines are worth seeing either way.
+SIM_SUMMARY = grep -hE '^(seeds|scenarios|simulated)' Testing/Temporary/LastTest.log || true
+
 test: build
-	@cd $(BUILD) && ctest --output-on-failure -j$(JOBS)
+	@cd $(BUILD) && { ctest --output-on-failure -j$(JOBS); rc=$$?; $(SIM_SUMMARY); exit $$rc; }
 
 lint: build
 	@bash ci/lint.sh $(BUILD)
@@ -37,7 +41,7 @@ sanitize: deps
 	    -DCR_SANITIZE=address,undefined -DCR_SIM_SEEDS=$(SAN_SEEDS) \
 	    $(CMAKE_ARGS) >/dev/null
 	@cmake --build $(SAN_BUILD) -j$(JOBS)
-	@cd $(SAN_BUILD) && ctest --output-on-failure -j$(JOBS) -L 'unit|sim'
+	@cd $(SAN_BUILD) && { ctest --output-on-failure -j$(JOBS) -L 'unit|sim'; rc=$$?; $(SIM_SUMMARY); exit $$rc; }
 
 check: lint test sanitize
 
