@@ -189,80 +189,6 @@ static void random_action(struct sim *s)
     }
 }
 
-static bool pred_stable(struct sim *s, void *d)
-{
-    (void)d;
-    return sim_stable_leader(s) != 0;
-}
-
-static bool pred_converged(struct sim *s, void *d)
-{
-    (void)d;
-    return sim_converged(s);
-}
-
-static bool pred_acked(struct sim *s, void *d)
-{
-    const struct sim_op *o = sim_op(s, *(uint64_t *)d);
-    return o != NULL && o->state != SIM_OP_PENDING;
-}
-
-/* Liveness after healing: a write commits and every member converges
- * within `bound` simulated ms. */
-static bool heal_and_check(struct sim *s, cr_msec bound)
-{
-    cr_msec until;
-    bool committed = false;
-    s->p.drop = 0;
-    s->p.dup = 0;
-    s->p.long_delay = 0;
-    sim_heal(s);
-    for (cr_id id = 1; id <= s->n_nodes; id++) {
-        if (s->nodes[id].paused) {
-            sim_resume(s, id);
-        }
-        if (s->nodes[id].started && !s->nodes[id].alive) {
-            sim_restart(s, id);
-        }
-    }
-    until = s->now + bound;
-    while (!committed && s->now < until && !s->failed) {
-        uint64_t op;
-        cr_id l;
-        if (!sim_run_until_pred(s, pred_stable, NULL, until - s->now)) {
-            break;
-        }
-        l = sim_stable_leader(s);
-        if (sim_propose(s, l, &op) != 0) {
-            sim_run_for(s, 10);
-            continue;
-        }
-        /* The leader may change under the write: retry at the new one. */
-        sim_run_until_pred(s, pred_acked, &op, 4 * s->p.opt.election_timeout);
-        committed = sim_op(s, op)->state == SIM_OP_ACKED;
-    }
-    if (s->failed) {
-        return false;
-    }
-    if (!committed) {
-        sim_fail(s,
-                 "liveness: no write committed within %" PRIu64
-                 " ms of healing (leader: n%" PRIu64 ")",
-                 bound, sim_stable_leader(s));
-        return false;
-    }
-    if (!sim_run_until_pred(s, pred_converged, NULL, until - s->now)) {
-        if (!s->failed) {
-            sim_fail(s,
-                     "liveness: members did not converge within %" PRIu64
-                     " ms of healing",
-                     bound);
-        }
-        return false;
-    }
-    return sim_final_checks(s);
-}
-
 bool random_run(uint64_t seed,
                 const struct random_opts *o,
                 unsigned *nodes_out,
@@ -289,5 +215,5 @@ bool random_run(uint64_t seed,
     if (s->failed) {
         return false;
     }
-    return heal_and_check(s, 40 * p.opt.election_timeout);
+    return sim_final_liveness(s, 40 * p.opt.election_timeout);
 }

@@ -24,20 +24,6 @@
  * Helpers
  * ------------------------------------------------------------------------- */
 
-static bool pred_stable_leader(struct sim *s, void *d)
-{
-    (void)d;
-    return sim_stable_leader(s) != 0;
-}
-
-static cr_id wait_leader(struct sim *s, cr_msec timeout)
-{
-    if (sim_run_until_pred(s, pred_stable_leader, NULL, timeout)) {
-        return sim_stable_leader(s);
-    }
-    return 0;
-}
-
 struct not_id
 {
     cr_id id;
@@ -55,63 +41,10 @@ static bool pred_acked(struct sim *s, void *d)
     return o != NULL && o->state != SIM_OP_PENDING;
 }
 
-/* Proposes at whichever node leads until one proposal is acknowledged. */
-static bool commit_op(struct sim *s, cr_msec timeout, uint64_t *id_out)
-{
-    cr_msec until = s->now + timeout;
-    while (s->now < until && !s->failed) {
-        uint64_t id;
-        cr_id l = wait_leader(s, until - s->now);
-        if (l == 0) {
-            return false;
-        }
-        if (sim_propose(s, l, &id) != 0) {
-            sim_run_for(s, 5);
-            continue;
-        }
-        if (sim_run_until_pred(s, pred_acked, &id, 2 * ET(s)) &&
-            sim_op(s, id)->state == SIM_OP_ACKED) {
-            if (id_out != NULL) {
-                *id_out = id;
-            }
-            return true;
-        }
-    }
-    return false;
-}
-
-static bool pred_converged(struct sim *s, void *d)
-{
-    (void)d;
-    return sim_converged(s);
-}
-
-static bool converge(struct sim *s, cr_msec timeout)
-{
-    return sim_run_until_pred(s, pred_converged, NULL, timeout);
-}
-
-/* Heals everything, restarts every stopped node, commits a final write and
- * waits until all members agree (FINAL-01). */
+/* FINAL-01 after every scenario. */
 static bool final_liveness(struct sim *s)
 {
-    sim_set_filter(s, NULL, NULL);
-    sim_heal(s);
-    for (cr_id id = 1; id <= s->n_nodes; id++) {
-        if (s->nodes[id].paused) {
-            sim_resume(s, id);
-        }
-        if (s->nodes[id].started && !s->nodes[id].alive) {
-            sim_restart(s, id);
-        }
-    }
-    EXPECT(s, commit_op(s, 20 * ET(s), NULL),
-           "no write committed within %" PRIu64 " ms after healing",
-           20 * ET(s));
-    EXPECT(s, converge(s, 20 * ET(s)),
-           "the nodes did not converge within %" PRIu64 " ms after healing",
-           20 * ET(s));
-    return sim_final_checks(s);
+    return sim_final_liveness(s, 20 * ET(s));
 }
 
 /* Runs for `duration` with a proposal at the leader every `every` ms. */
@@ -239,7 +172,7 @@ static bool force_leader(struct sim *s, struct script_filter *f, cr_id id)
 static bool make_leader(struct sim *s, cr_id id)
 {
     for (unsigned attempt = 0; attempt < 10 && !s->failed; attempt++) {
-        cr_id l = wait_leader(s, 4 * ET(s));
+        cr_id l = sim_wait_leader(s, 4 * ET(s));
         if (l == id) {
             return true;
         }
@@ -262,7 +195,7 @@ static bool elect_01(struct sim *s, uint64_t seed)
     cr_id l;
     cr_term term;
     (void)seed;
-    l = wait_leader(s, 2 * ET(s));
+    l = sim_wait_leader(s, 2 * ET(s));
     EXPECT(s, l != 0, "no leader within 2 x ET (%" PRIu64 " ms)", 2 * ET(s));
     EXPECT(s, sim_run_until_pred(s, pred_all_follow, NULL, ET(s)),
            "not every node follows leader n%" PRIu64 " in its term", l);
@@ -284,9 +217,9 @@ static bool elect_02(struct sim *s, uint64_t seed)
     struct not_id old;
     cr_id l, l2, other;
     (void)seed;
-    l = wait_leader(s, 2 * ET(s));
+    l = sim_wait_leader(s, 2 * ET(s));
     EXPECT(s, l != 0, "no first leader");
-    EXPECT(s, commit_op(s, 4 * ET(s), NULL), "no first commit");
+    EXPECT(s, sim_commit(s, 4 * ET(s), NULL), "no first commit");
     sim_isolate(s, l);
     old.id = l;
     EXPECT(s, sim_run_until_pred(s, pred_leader_not, &old, 3 * ET(s)),
@@ -377,7 +310,7 @@ static bool elect_05(struct sim *s, uint64_t seed)
     cr_id l, f;
     cr_term term;
     (void)seed;
-    l = wait_leader(s, 2 * ET(s));
+    l = sim_wait_leader(s, 2 * ET(s));
     EXPECT(s, l != 0, "no leader");
     EXPECT(s, sim_run_until_pred(s, pred_all_follow, NULL, ET(s)),
            "not all follow");
@@ -406,9 +339,9 @@ static bool elect_06(struct sim *s, uint64_t seed)
     cr_id l;
     uint64_t ops[3];
     (void)seed;
-    l = wait_leader(s, 2 * ET(s));
+    l = sim_wait_leader(s, 2 * ET(s));
     EXPECT(s, l != 0, "no leader");
-    EXPECT(s, commit_op(s, 4 * ET(s), NULL), "no first commit");
+    EXPECT(s, sim_commit(s, 4 * ET(s), NULL), "no first commit");
     sim_isolate(s, l);
     for (unsigned i = 0; i < 3; i++) {
         EXPECT(s, sim_propose(s, l, &ops[i]) == 0,
@@ -439,7 +372,7 @@ static bool elect_07(struct sim *s, uint64_t seed)
     cr_id l, target;
     cr_msec start;
     (void)seed;
-    l = wait_leader(s, 2 * ET(s));
+    l = sim_wait_leader(s, 2 * ET(s));
     EXPECT(s, l != 0, "no leader");
     run_with_load(s, ET(s), 5);
     l = sim_leader(s);
@@ -469,9 +402,9 @@ static bool repl_01(struct sim *s, uint64_t seed)
     char groups[32];
     uint64_t op;
     (void)seed;
-    l = wait_leader(s, 2 * ET(s));
+    l = sim_wait_leader(s, 2 * ET(s));
     EXPECT(s, l != 0, "no leader");
-    EXPECT(s, commit_op(s, 4 * ET(s), NULL), "no first commit");
+    EXPECT(s, sim_commit(s, 4 * ET(s), NULL), "no first commit");
     sim_run_for(s, 50);
     before = sim_max_commit(s);
     f = l % s->n_nodes + 1;
@@ -493,7 +426,7 @@ static bool repl_02(struct sim *s, uint64_t seed)
     cr_id l;
     uint64_t ops[5];
     (void)seed;
-    l = wait_leader(s, 2 * ET(s));
+    l = sim_wait_leader(s, 2 * ET(s));
     EXPECT(s, l != 0, "no leader");
     for (unsigned i = 0; i < 5; i++) {
         EXPECT(s, sim_propose(s, l, &ops[i]) == 0, "proposal refused");
@@ -524,9 +457,9 @@ static bool repl_03(struct sim *s, uint64_t seed)
     char groups[64];
     struct not_id old;
     (void)seed;
-    l = wait_leader(s, 2 * ET(s));
+    l = sim_wait_leader(s, 2 * ET(s));
     EXPECT(s, l != 0, "no leader");
-    EXPECT(s, commit_op(s, 4 * ET(s), NULL), "no first commit");
+    EXPECT(s, sim_commit(s, 4 * ET(s), NULL), "no first commit");
     f = l % s->n_nodes + 1;
     snprintf(groups, sizeof groups, "%" PRIu64 ",%" PRIu64 "|", l, f);
     for (cr_id id = 1; id <= s->n_nodes; id++) {
@@ -543,7 +476,7 @@ static bool repl_03(struct sim *s, uint64_t seed)
     EXPECT(s, sim_run_until_pred(s, pred_leader_not, &old, 4 * ET(s)),
            "the majority elected no leader");
     for (unsigned i = 0; i < 3; i++) {
-        EXPECT(s, commit_op(s, 4 * ET(s), &fresh[i]),
+        EXPECT(s, sim_commit(s, 4 * ET(s), &fresh[i]),
                "the majority did not commit");
     }
     if (!final_liveness(s)) {
@@ -568,7 +501,7 @@ static bool repl_04(struct sim *s, uint64_t seed)
 {
     (void)seed;
     for (unsigned round = 0; round < 2 && !s->failed; round++) {
-        cr_id l = wait_leader(s, 4 * ET(s));
+        cr_id l = sim_wait_leader(s, 4 * ET(s));
         cr_id f;
         char groups[64];
         struct not_id old;
@@ -593,15 +526,9 @@ static bool repl_04(struct sim *s, uint64_t seed)
         }
         sim_run_for(s, ET(s));
     }
-    {
-        cr_msec start = s->now;
-        uint64_t msgs = s->messages;
-        sim_heal(s);
-        EXPECT(s, converge(s, 10 * ET(s)),
-               "logs did not converge within 10 x ET after healing");
-        (void)start;
-        (void)msgs;
-    }
+    sim_heal(s);
+    EXPECT(s, sim_wait_converged(s, 10 * ET(s)),
+           "logs did not converge within 10 x ET after healing");
     return final_liveness(s);
 }
 
@@ -615,7 +542,7 @@ static bool persist_01(struct sim *s, uint64_t seed)
 {
     cr_id l, f;
     (void)seed;
-    l = wait_leader(s, 2 * ET(s));
+    l = sim_wait_leader(s, 2 * ET(s));
     EXPECT(s, l != 0, "no leader");
     run_with_load(s, ET(s), 3);
     f = l % s->n_nodes + 1;
@@ -654,7 +581,7 @@ static bool persist_02_figure8(struct sim *s, uint64_t seed)
     (void)seed;
     memset(&f, 0, sizeof f);
     EXPECT(s, make_leader(s, 1), "S1 did not become leader");
-    EXPECT(s, commit_op(s, 4 * ET(s), NULL), "no first commit");
+    EXPECT(s, sim_commit(s, 4 * ET(s), NULL), "no first commit");
     sim_run_for(s, 50);
     base = cr_core_last_index(&s->nodes[1].core);
 
@@ -770,9 +697,9 @@ static bool persist_03(struct sim *s, uint64_t seed)
     cr_id l, f1, f2;
     (void)seed;
     memset(&f, 0, sizeof f);
-    l = wait_leader(s, 2 * ET(s));
+    l = sim_wait_leader(s, 2 * ET(s));
     EXPECT(s, l != 0, "no leader");
-    EXPECT(s, commit_op(s, 4 * ET(s), NULL), "no first commit");
+    EXPECT(s, sim_commit(s, 4 * ET(s), NULL), "no first commit");
     f1 = l % 3 + 1;
     f2 = f1 % 3 + 1;
     sim_crash(s, l);
@@ -831,7 +758,7 @@ static bool member_01(struct sim *s, uint64_t seed)
     struct voter_pred v = {4, 4};
     cr_msec until;
     (void)seed;
-    EXPECT(s, wait_leader(s, 2 * ET(s)) != 0, "no leader");
+    EXPECT(s, sim_wait_leader(s, 2 * ET(s)) != 0, "no leader");
     run_with_load(s, ET(s), 2);
     sim_add_node(s, 4);
     EXPECT(s, sim_change(s, sim_leader(s), CR_CHANGE_ADD, 4) == 0,
@@ -860,7 +787,7 @@ static bool member_02(struct sim *s, uint64_t seed)
     struct not_id old;
     cr_msec until;
     (void)seed;
-    l = wait_leader(s, 2 * ET(s));
+    l = sim_wait_leader(s, 2 * ET(s));
     EXPECT(s, l != 0, "no leader");
     run_with_load(s, ET(s), 5);
     l = sim_leader(s);
@@ -879,7 +806,7 @@ static bool member_02(struct sim *s, uint64_t seed)
                cr_core_role(&s->nodes[f].core) == CR_FOLLOWER,
            "removed n%" PRIu64 " campaigns", f);
 
-    l = wait_leader(s, 4 * ET(s));
+    l = sim_wait_leader(s, 4 * ET(s));
     EXPECT(s, l != 0, "no leader after the first removal");
     EXPECT(s, sim_change(s, l, CR_CHANGE_REMOVE, l) == 0,
            "the leader refused to remove itself");
@@ -908,9 +835,9 @@ static bool member_03(struct sim *s, uint64_t seed)
     cr_id l, l2;
     struct not_id old;
     (void)seed;
-    l = wait_leader(s, 2 * ET(s));
+    l = sim_wait_leader(s, 2 * ET(s));
     EXPECT(s, l != 0, "no leader");
-    EXPECT(s, commit_op(s, 4 * ET(s), NULL), "no first commit");
+    EXPECT(s, sim_commit(s, 4 * ET(s), NULL), "no first commit");
     sim_add_node(s, 6);
     sim_add_node(s, 7);
     EXPECT(s, sim_change(s, l, CR_CHANGE_ADD, 6) == 0, "join of n6 refused");
@@ -925,7 +852,7 @@ static bool member_03(struct sim *s, uint64_t seed)
     EXPECT(s, sim_run_until_pred(s, pred_leader_not, &old, 4 * ET(s)),
            "no new leader while the old one is cut off");
     l2 = sim_stable_leader(s);
-    EXPECT(s, commit_op(s, 4 * ET(s), NULL), "the new leader does not commit");
+    EXPECT(s, sim_commit(s, 4 * ET(s), NULL), "the new leader does not commit");
     (void)sim_change(s, l2, CR_CHANGE_ADD, 7);
     sim_run_for(s, ET(s));
     return final_liveness(s);
@@ -937,7 +864,7 @@ static bool snap_01(struct sim *s, uint64_t seed)
 {
     cr_id l, f;
     (void)seed;
-    l = wait_leader(s, 2 * ET(s));
+    l = sim_wait_leader(s, 2 * ET(s));
     EXPECT(s, l != 0, "no leader");
     f = l % s->n_nodes + 1;
     sim_isolate(s, f);
@@ -948,7 +875,8 @@ static bool snap_01(struct sim *s, uint64_t seed)
                          cr_core_last_index(&s->nodes[f].core) + 1,
            "the leader did not compact past the follower's log");
     sim_heal(s);
-    EXPECT(s, converge(s, 10 * ET(s)), "the follower did not catch up");
+    EXPECT(s, sim_wait_converged(s, 10 * ET(s)),
+           "the follower did not catch up");
     EXPECT(s, cr_core_snapshot(&s->nodes[f].core) != NULL,
            "the follower caught up without a snapshot");
     return final_liveness(s);
@@ -962,9 +890,10 @@ static bool snap_02(struct sim *s, uint64_t seed)
     cr_index applied;
     cr_id l;
     (void)seed;
-    EXPECT(s, wait_leader(s, 2 * ET(s)) != 0, "no leader");
+    EXPECT(s, sim_wait_leader(s, 2 * ET(s)) != 0, "no leader");
     run_with_load(s, 2 * ET(s), 2);
-    EXPECT(s, converge(s, 4 * ET(s)), "no convergence before the crash");
+    EXPECT(s, sim_wait_converged(s, 4 * ET(s)),
+           "no convergence before the crash");
     l = sim_stable_leader(s);
     digest = s->nodes[l].app.digest;
     applied = s->nodes[l].app.applied;
@@ -976,8 +905,8 @@ static bool snap_02(struct sim *s, uint64_t seed)
     for (cr_id id = 1; id <= s->n_nodes; id++) {
         sim_restart(s, id);
     }
-    EXPECT(s, wait_leader(s, 4 * ET(s)) != 0, "no leader after restart");
-    EXPECT(s, converge(s, 4 * ET(s)), "no convergence after restart");
+    EXPECT(s, sim_wait_leader(s, 4 * ET(s)) != 0, "no leader after restart");
+    EXPECT(s, sim_wait_converged(s, 4 * ET(s)), "no convergence after restart");
     l = sim_stable_leader(s);
     /* The leader's no-op follows what was there before. */
     EXPECT(s, s->nodes[l].app.applied >= applied,
@@ -995,14 +924,14 @@ static bool lin_03(struct sim *s, uint64_t seed)
     uint64_t op;
     struct not_id old;
     (void)seed;
-    l = wait_leader(s, 2 * ET(s));
+    l = sim_wait_leader(s, 2 * ET(s));
     EXPECT(s, l != 0, "no leader");
-    EXPECT(s, commit_op(s, 4 * ET(s), NULL), "no first commit");
+    EXPECT(s, sim_commit(s, 4 * ET(s), NULL), "no first commit");
     sim_pause(s, l);
     old.id = l;
     EXPECT(s, sim_run_until_pred(s, pred_leader_not, &old, 4 * ET(s)),
            "no new leader while n%" PRIu64 " is frozen", l);
-    EXPECT(s, commit_op(s, 4 * ET(s), NULL), "the new leader does not commit");
+    EXPECT(s, sim_commit(s, 4 * ET(s), NULL), "the new leader does not commit");
     sim_resume(s, l);
     /* Before it hears of the new term it still believes it leads. */
     (void)sim_read(s, l);

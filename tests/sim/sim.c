@@ -1813,3 +1813,99 @@ bool sim_final_checks(struct sim *s)
     }
     return true;
 }
+
+static bool pred_stable_leader(struct sim *s, void *d)
+{
+    (void)d;
+    return sim_stable_leader(s) != 0;
+}
+
+static bool pred_op_done(struct sim *s, void *d)
+{
+    const struct sim_op *o = sim_op(s, *(uint64_t *)d);
+    return o != NULL && o->state != SIM_OP_PENDING;
+}
+
+static bool pred_converged(struct sim *s, void *d)
+{
+    (void)d;
+    return sim_converged(s);
+}
+
+cr_id sim_wait_leader(struct sim *s, cr_msec timeout)
+{
+    if (sim_run_until_pred(s, pred_stable_leader, NULL, timeout)) {
+        return sim_stable_leader(s);
+    }
+    return 0;
+}
+
+bool sim_commit(struct sim *s, cr_msec timeout, uint64_t *op_id)
+{
+    cr_msec until = s->now + timeout;
+    while (s->now < until && !s->failed) {
+        uint64_t id;
+        cr_id l = sim_wait_leader(s, until - s->now);
+        if (l == 0) {
+            return false;
+        }
+        if (sim_propose(s, l, &id) != 0) {
+            sim_run_for(s, 5);
+            continue;
+        }
+        /* The leader may change under the write: retry at the new one. */
+        if (sim_run_until_pred(s, pred_op_done, &id,
+                               4 * s->p.opt.election_timeout) &&
+            sim_op(s, id)->state == SIM_OP_ACKED) {
+            if (op_id != NULL) {
+                *op_id = id;
+            }
+            return true;
+        }
+    }
+    return false;
+}
+
+bool sim_wait_converged(struct sim *s, cr_msec timeout)
+{
+    return sim_run_until_pred(s, pred_converged, NULL, timeout);
+}
+
+void sim_heal_all(struct sim *s)
+{
+    sim_set_filter(s, NULL, NULL);
+    s->p.drop = 0;
+    s->p.dup = 0;
+    s->p.long_delay = 0;
+    sim_heal(s);
+    for (cr_id id = 1; id <= s->n_nodes; id++) {
+        if (s->nodes[id].paused) {
+            sim_resume(s, id);
+        }
+        if (s->nodes[id].started && !s->nodes[id].alive) {
+            sim_restart(s, id);
+        }
+    }
+}
+
+bool sim_final_liveness(struct sim *s, cr_msec bound)
+{
+    cr_msec until;
+    sim_heal_all(s);
+    until = s->now + bound;
+    if (!sim_commit(s, bound, NULL)) {
+        sim_fail(s,
+                 "liveness: no write committed within %" PRIu64
+                 " ms of healing (leader: n%" PRIu64 ")",
+                 bound, sim_stable_leader(s));
+        return false;
+    }
+    if (!sim_wait_converged(s, until > s->now ? until - s->now : 0)) {
+        sim_fail(s,
+                 "liveness: members did not converge within %" PRIu64
+                 " ms of healing",
+                 bound);
+        return false;
+    }
+    return sim_final_checks(s);
+}

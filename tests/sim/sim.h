@@ -257,8 +257,21 @@ void sim_fail(struct sim *s, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 /* Prints the violation and the trace tail. */
 void sim_report(struct sim *s, FILE *f);
-/* Final checks after a run: acked writes present, convergence. */
+/* Final checks after a run: no acknowledged write is missing. */
 bool sim_final_checks(struct sim *s);
+
+/* Waits up to `timeout` for a leader a majority follows; 0 if none. */
+cr_id sim_wait_leader(struct sim *s, cr_msec timeout);
+/* Proposes at whichever node leads, again after each change of leader,
+ * until one write is acknowledged or `timeout` passes. */
+bool sim_commit(struct sim *s, cr_msec timeout, uint64_t *op_id);
+bool sim_wait_converged(struct sim *s, cr_msec timeout);
+/* Undoes every fault: no filter, a reliable network, every link up, every
+ * node running again. */
+void sim_heal_all(struct sim *s);
+/* Liveness (FINAL-01): after sim_heal_all, a write commits and every member
+ * converges within `bound`; then sim_final_checks. */
+bool sim_final_liveness(struct sim *s, cr_msec bound);
 
 /* Deterministic randomness for scenarios. */
 uint64_t sim_rand(struct sim *s);
