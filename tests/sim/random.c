@@ -10,22 +10,14 @@
 
 #include "scenario.h"
 
-static uint64_t splitmix(uint64_t *x)
-{
-    uint64_t z = (*x += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-
 static uint64_t pick(uint64_t *x, uint64_t lo, uint64_t hi)
 {
-    return lo + splitmix(x) % (hi - lo + 1);
+    return lo + sim_splitmix(x) % (hi - lo + 1);
 }
 
 static double chance(uint64_t *x)
 {
-    return (double)(splitmix(x) >> 11) / 9007199254740992.0;
+    return (double)(sim_splitmix(x) >> 11) / 9007199254740992.0;
 }
 
 /* Schedules of the second kind replay figure 8 of the Raft paper at

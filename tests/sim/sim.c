@@ -134,12 +134,17 @@ static struct sim_event heap_pop(struct sim *s)
  * Randomness, tracing, failures
  * ------------------------------------------------------------------------- */
 
-uint64_t sim_rand(struct sim *s)
+uint64_t sim_splitmix(uint64_t *state)
 {
-    uint64_t z = (s->rng += 0x9E3779B97F4A7C15ull);
+    uint64_t z = (*state += 0x9E3779B97F4A7C15ull);
     z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
     z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
     return z ^ (z >> 31);
+}
+
+uint64_t sim_rand(struct sim *s)
+{
+    return sim_splitmix(&s->rng);
 }
 
 double sim_randf(struct sim *s)

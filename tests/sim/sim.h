@@ -273,7 +273,9 @@ void sim_heal_all(struct sim *s);
  * converges within `bound`; then sim_final_checks. */
 bool sim_final_liveness(struct sim *s, cr_msec bound);
 
-/* Deterministic randomness for scenarios. */
+/* Deterministic randomness: splitmix64 over a caller's state, and the
+ * simulation's own stream. */
+uint64_t sim_splitmix(uint64_t *state);
 uint64_t sim_rand(struct sim *s);
 double sim_randf(struct sim *s);
 uint64_t sim_rand_range(struct sim *s, uint64_t lo, uint64_t hi);
