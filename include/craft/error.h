@@ -22,7 +22,9 @@
     X(CR_ECORRUPT, 12, "malformed or inconsistent data")                    \
     X(CR_ESTALE, 13, "stale request")                                       \
     X(CR_EREMOVED, 14, "this server is not a voter of the configuration")   \
-    X(CR_EFULL, 15, "too many servers")
+    X(CR_EFULL, 15, "too many servers")                                     \
+    X(CR_EIO, 16, "input/output error")                                     \
+    X(CR_EBUSY, 17, "in use by another process")
 
 enum cr_error {
     CR_OK = 0,
