@@ -16,7 +16,7 @@ struct cr_snapshot_writer
 {
     const struct cr_fs *fs;
     char dir[CR_PATH_MAX];
-    char tmp[CR_PATH_MAX];
+    char tmp[CR_PATH_MAX + 8];
     char path[CR_PATH_MAX];
     int fd;
     struct cr_snapshot_meta meta;
