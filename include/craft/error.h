@@ -24,7 +24,8 @@
     X(CR_EREMOVED, 14, "this server is not a voter of the configuration")   \
     X(CR_EFULL, 15, "too many servers")                                     \
     X(CR_EIO, 16, "input/output error")                                     \
-    X(CR_EBUSY, 17, "in use by another process")
+    X(CR_EBUSY, 17, "in use by another process")                            \
+    X(CR_ENOSPC, 18, "no space left on the device")
 
 enum cr_error {
     CR_OK = 0,

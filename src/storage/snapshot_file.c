@@ -73,7 +73,7 @@ int cr_snapshot_writer_open(struct cr_snapshot_writer **out,
     if (rv != 0) {
         cr__errf(errmsg, "%s: cannot be written (%s)", w->tmp, strerror(-rv));
         cr_snapshot_writer_abort(w);
-        return CR_EIO;
+        return rv == -ENOSPC ? CR_ENOSPC : CR_EIO;
     }
     *out = w;
     return 0;
@@ -85,7 +85,8 @@ int cr_snapshot_writer_write(struct cr_snapshot_writer *w,
 {
     int rv = cr__write_full(w->fs, w->fd, buf, len, w->header_len + w->size);
     if (rv != 0) {
-        return CR_EIO;
+        /* No space is not fatal: the node can try again later. */
+        return rv == -ENOSPC ? CR_ENOSPC : CR_EIO;
     }
     w->crc = cr_crc32c(w->crc, buf, len);
     w->size += len;
@@ -163,7 +164,7 @@ int cr_snapshot_writer_commit(struct cr_snapshot_writer *w,
     if (rv != 0) {
         (void)fs->unlink(fs->data, w->tmp);
         free(w);
-        return CR_EIO;
+        return rv == -ENOSPC ? CR_ENOSPC : CR_EIO;
     }
     if (path != NULL) {
         snprintf(path, CR_PATH_MAX, "%s", w->path);
