@@ -202,6 +202,8 @@ int cr_snapshot_writer_open(struct cr_snapshot_writer **out,
                             const struct cr_fs *fs,
                             const struct cr_snapshot_meta *meta,
                             char *errmsg);
+/* Appends data. CR_ENOSPC when the disk is full (abort, and try again
+ * later), CR_EIO on any other error. */
 int cr_snapshot_writer_write(struct cr_snapshot_writer *w,
                              const void *buf,
                              size_t len);
