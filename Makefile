@@ -1,7 +1,8 @@
 # craft: a thin driver around CMake. `make check` is the test command:
 # it installs what is missing, builds with -Werror, checks formatting and
 # the purity of the core, runs every test, then builds and runs the unit and
-# simulation tests again under AddressSanitizer + UndefinedBehaviorSanitizer.
+# simulation and storage tests again under AddressSanitizer +
+# UndefinedBehaviorSanitizer.
 
 BUILD      ?= build
 SAN_BUILD  ?= build-san
@@ -41,7 +42,7 @@ sanitize: deps
 	    -DCR_SANITIZE=address,undefined -DCR_SIM_SEEDS=$(SAN_SEEDS) \
 	    $(CMAKE_ARGS) >/dev/null
 	@cmake --build $(SAN_BUILD) -j$(JOBS)
-	@cd $(SAN_BUILD) && { ctest --output-on-failure -j$(JOBS) -L 'unit|sim'; rc=$$?; $(SIM_SUMMARY); exit $$rc; }
+	@cd $(SAN_BUILD) && { ctest --output-on-failure -j$(JOBS) -L 'unit|sim|storage'; rc=$$?; $(SIM_SUMMARY); exit $$rc; }
 
 check: lint test sanitize
 
