@@ -237,6 +237,10 @@ struct cr_message
     cr_id to;
     cr_term term;
     uint64_t cluster_id;
+    /* Copied from a request into the answer to it (vote and append
+     * results), so that a transport can match answers to the calls that
+     * carried the requests. The core never interprets it. */
+    uint64_t context;
     union {
         struct cr_request_vote request_vote;
         struct cr_request_vote_result request_vote_result;

@@ -173,6 +173,7 @@ static void reply_vote(struct cr_core *c,
     r.term = pre && granted ? m->term : c->term;
     r.request_vote_result.granted = granted;
     r.request_vote_result.pre_vote = pre;
+    r.context = m->context;
     cr__trace(c,
               granted ? (pre ? "pre_vote_granted" : "vote_granted")
                       : (pre ? "pre_vote_refused" : "vote_refused"),

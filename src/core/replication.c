@@ -411,6 +411,7 @@ static void reply_append(struct cr_core *c,
     r.to = m->from;
     r.term = c->term;
     r.append_entries_result.success = success;
+    r.context = m->context;
     r.append_entries_result.index = index;
     r.append_entries_result.hint_index = hint_index;
     r.append_entries_result.hint_term = cr__log_term(c, hint_index);

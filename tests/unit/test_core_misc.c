@@ -96,6 +96,53 @@ static void foreign_cluster_message_rejected(void **state)
     fx_free(f);
 }
 
+/* Answers carry the context of the request they answer, so that a
+ * transport can match them to the calls that brought the requests: a vote
+ * result (held until durable) and append results (success and refusal). */
+static void answers_echo_request_context(void **state)
+{
+    struct fx *f = fx_new(3, NULL);
+    struct cr_message m;
+    const struct cr_message *r;
+    (void)state;
+    assert_int_equal(fx_bootstrap(f, 3), 0);
+
+    fx_msg_init(&m, CR_MSG_REQUEST_VOTE, 3, 2, 2);
+    m.request_vote.last_index = 1;
+    m.request_vote.last_term = 1;
+    m.context = 0xfeed;
+    assert_int_equal(fx_receive(f, 2, &m), 0);
+    assert_int_equal(fx_persist(f, 2), 0);
+    r = fx_peek(f, 2, 3, CR_MSG_REQUEST_VOTE_RESULT);
+    assert_non_null(r);
+    assert_true(r->request_vote_result.granted);
+    assert_int_equal(r->context, 0xfeed);
+
+    fx_msg_init(&m, CR_MSG_APPEND_ENTRIES, 3, 1, 2);
+    m.append_entries.prev_index = 1;
+    m.append_entries.prev_term = 1;
+    m.context = 0xbeef;
+    assert_int_equal(fx_receive(f, 1, &m), 0);
+    assert_int_equal(fx_persist(f, 1), 0);
+    r = fx_peek(f, 1, 3, CR_MSG_APPEND_ENTRIES_RESULT);
+    assert_non_null(r);
+    assert_true(r->append_entries_result.success);
+    assert_int_equal(r->context, 0xbeef);
+
+    fx_drop(f, 1, 3);
+    fx_msg_init(&m, CR_MSG_APPEND_ENTRIES, 3, 1, 2);
+    m.append_entries.prev_index = 7;
+    m.append_entries.prev_term = 2;
+    m.context = 0xcafe;
+    assert_int_equal(fx_receive(f, 1, &m), 0);
+    assert_int_equal(fx_persist(f, 1), 0);
+    r = fx_peek(f, 1, 3, CR_MSG_APPEND_ENTRIES_RESULT);
+    assert_non_null(r);
+    assert_false(r->append_entries_result.success);
+    assert_int_equal(r->context, 0xcafe);
+    fx_free(f);
+}
+
 /* Messages that are malformed in their header are refused with CR_EINVAL
  * and change nothing. */
 static void malformed_message_rejected(void **state)
@@ -470,6 +517,7 @@ int main(int argc, char **argv)
     }
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(foreign_cluster_message_rejected),
+        cmocka_unit_test(answers_echo_request_context),
         cmocka_unit_test(malformed_message_rejected),
         cmocka_unit_test(malformed_entries_rejected),
         cmocka_unit_test(malformed_events_rejected),
