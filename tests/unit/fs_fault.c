@@ -98,6 +98,7 @@ struct fs_fault
     uint64_t rng;
     uint64_t budget;
     unsigned fail_syncs;
+    unsigned fail_skip;
     unsigned sync_delay;
     uint64_t counts[FS_OP_N];
     uint64_t enospc;
@@ -630,7 +631,9 @@ static int ff_fdatasync(void *data, int fd)
         rv = -EBADF;
         goto out;
     }
-    if (f->fail_syncs > 0) {
+    if (f->fail_skip > 0) {
+        f->fail_skip--;
+    } else if (f->fail_syncs > 0) {
         f->fail_syncs--;
         rv = -EIO;
         goto out;
@@ -993,6 +996,15 @@ uint64_t fs_fault_used(struct fs_fault *f)
 void fs_fault_fail_syncs(struct fs_fault *f, unsigned n)
 {
     pthread_mutex_lock(&f->mu);
+    f->fail_skip = 0;
+    f->fail_syncs = n;
+    pthread_mutex_unlock(&f->mu);
+}
+
+void fs_fault_fail_syncs_after(struct fs_fault *f, unsigned skip, unsigned n)
+{
+    pthread_mutex_lock(&f->mu);
+    f->fail_skip = skip;
     f->fail_syncs = n;
     pthread_mutex_unlock(&f->mu);
 }

@@ -100,6 +100,9 @@ void fs_fault_set_budget(struct fs_fault *f, uint64_t bytes);
 uint64_t fs_fault_used(struct fs_fault *f);
 /* The next n fdatasync calls fail with -EIO. */
 void fs_fault_fail_syncs(struct fs_fault *f, unsigned n);
+/* The fdatasync calls after the next `skip` ones fail with -EIO, n of
+ * them. */
+void fs_fault_fail_syncs_after(struct fs_fault *f, unsigned skip, unsigned n);
 /* Every fdatasync first sleeps this long (to make group commit visible). */
 void fs_fault_set_sync_delay(struct fs_fault *f, unsigned usec);
 

@@ -436,3 +436,47 @@ bool st_contains(const char *haystack, const char *needle)
 {
     return strstr(haystack, needle) != NULL;
 }
+
+/* ---------------------------------------------------------------------------
+ * Saved directories
+ * ------------------------------------------------------------------------- */
+
+static void on_saved_name(void *arg, const char *name)
+{
+    struct st_saved *sv = arg;
+    assert_true(sv->n < 32);
+    snprintf(sv->name[sv->n++], sizeof sv->name[0], "%s", name);
+}
+
+void st_save(struct fs_fault *ff, struct st_saved *sv)
+{
+    const struct cr_fs *fs = fs_fault_fs(ff);
+    memset(sv, 0, sizeof *sv);
+    assert_int_equal(fs->list(fs->data, ST_DIR, on_saved_name, sv), 0);
+    for (unsigned i = 0; i < sv->n; i++) {
+        char path[128];
+        snprintf(path, sizeof path, "%s/%s", ST_DIR, sv->name[i]);
+        assert_int_equal(fs_fault_read(ff, path, &sv->buf[i], &sv->len[i]), 0);
+    }
+}
+
+struct fs_fault *st_restore(const struct st_saved *sv)
+{
+    struct fs_fault *ff = fs_fault_new();
+    const struct cr_fs *fs = fs_fault_fs(ff);
+    assert_int_equal(fs->mkdir(fs->data, ST_DIR), 0);
+    for (unsigned i = 0; i < sv->n; i++) {
+        char path[128];
+        snprintf(path, sizeof path, "%s/%s", ST_DIR, sv->name[i]);
+        assert_int_equal(fs_fault_write(ff, path, sv->buf[i], sv->len[i]), 0);
+    }
+    return ff;
+}
+
+void st_saved_free(struct st_saved *sv)
+{
+    for (unsigned i = 0; i < sv->n; i++) {
+        free(sv->buf[i]);
+    }
+    sv->n = 0;
+}

@@ -25,6 +25,7 @@
 #include <stdatomic.h>
 
 #include "craft/storage.h"
+#include "fs_fault.h"
 
 /* The data directory of tests on the fault file system. */
 #define ST_DIR "data"
@@ -130,5 +131,20 @@ int st_submit_wait(struct cr_storage *s,
 void st_seg_path(char *buf, size_t len, uint64_t seq);
 
 bool st_contains(const char *haystack, const char *needle);
+
+/* The files of ST_DIR on a fault file system (current bytes), to start
+ * several rounds of a test from the same directory. */
+struct st_saved
+{
+    unsigned n;
+    char name[32][80];
+    uint8_t *buf[32];
+    size_t len[32];
+};
+
+void st_save(struct fs_fault *ff, struct st_saved *sv);
+/* A new fault file system holding exactly the saved files, durable. */
+struct fs_fault *st_restore(const struct st_saved *sv);
+void st_saved_free(struct st_saved *sv);
 
 #endif /* CRAFT_TEST_STORAGE_FIXTURE_H */

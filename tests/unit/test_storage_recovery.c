@@ -251,58 +251,14 @@ static unsigned n_segments(struct rfx *f)
     return fs_fault_count_names(f->ff, ST_DIR, "wal-");
 }
 
-/* The files of ST_DIR, to start each round of a test from the same
- * directory. */
-struct saved
-{
-    unsigned n;
-    char name[32][80];
-    uint8_t *buf[32];
-    size_t len[32];
-};
-
-static void on_saved_name(void *arg, const char *name)
-{
-    struct saved *sv = arg;
-    assert_true(sv->n < 32);
-    snprintf(sv->name[sv->n++], sizeof sv->name[0], "%s", name);
-}
-
-static void save_files(struct rfx *f, struct saved *sv)
-{
-    memset(sv, 0, sizeof *sv);
-    assert_int_equal(f->fs->list(f->fs->data, ST_DIR, on_saved_name, sv), 0);
-    for (unsigned i = 0; i < sv->n; i++) {
-        char path[128];
-        snprintf(path, sizeof path, "%s/%s", ST_DIR, sv->name[i]);
-        assert_int_equal(fs_fault_read(f->ff, path, &sv->buf[i], &sv->len[i]),
-                         0);
-    }
-}
-
 /* A new file system holding exactly the saved files; the model stays. */
-static void restore_files(struct rfx *f, const struct saved *sv)
+static void restore_files(struct rfx *f, const struct st_saved *sv)
 {
     assert_null(f->s);
     drop_rec(f);
     fs_fault_free(f->ff);
-    f->ff = fs_fault_new();
+    f->ff = st_restore(sv);
     f->fs = fs_fault_fs(f->ff);
-    assert_int_equal(f->fs->mkdir(f->fs->data, ST_DIR), 0);
-    for (unsigned i = 0; i < sv->n; i++) {
-        char path[128];
-        snprintf(path, sizeof path, "%s/%s", ST_DIR, sv->name[i]);
-        assert_int_equal(fs_fault_write(f->ff, path, sv->buf[i], sv->len[i]),
-                         0);
-    }
-}
-
-static void free_saved(struct saved *sv)
-{
-    for (unsigned i = 0; i < sv->n; i++) {
-        free(sv->buf[i]);
-    }
-    sv->n = 0;
 }
 
 /* Checks that msg names the path and, if off is not UINT64_MAX, the
@@ -734,7 +690,7 @@ static void torn_write_every_offset_of_last_record(void **state)
     struct rfx *f = *state;
     struct rpos recs[256];
     struct rpos e;
-    struct saved sv;
+    struct st_saved sv;
     char path[64];
     uint8_t *orig, *copy;
     size_t len;
@@ -748,7 +704,7 @@ static void torn_write_every_offset_of_last_record(void **state)
     n = scan(f, recs, 256);
     e = recs[n - 2];
     st_seg_path(path, sizeof path, e.seg);
-    save_files(f, &sv);
+    st_save(f->ff, &sv);
     assert_int_equal(fs_fault_read(f->ff, path, &orig, &len), 0);
     copy = malloc(len);
     assert_non_null(copy);
@@ -801,7 +757,7 @@ static void torn_write_every_offset_of_last_record(void **state)
     (void)commit;
     free(copy);
     free(orig);
-    free_saved(&sv);
+    st_saved_free(&sv);
 }
 
 /* BUG? A segment that ends inside the zero padding of its last record
