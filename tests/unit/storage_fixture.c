@@ -182,12 +182,36 @@ enum cr_entry_type st_entry_type(cr_index index, cr_term term)
     return CR_ENTRY_COMMAND;
 }
 
+/* The configuration a CR_ENTRY_CONFIG entry at (index, term) holds. */
+static void entry_config(struct cr_config *c, cr_index index, cr_term term)
+{
+    st_config(c, (unsigned)(1 + (index + term) % 5));
+}
+
 size_t st_payload_len(cr_index index, cr_term term)
 {
-    if (st_entry_type(index, term) == CR_ENTRY_NOOP) {
-        return 0;
+    struct cr_config c;
+    switch (st_entry_type(index, term)) {
+        case CR_ENTRY_NOOP:
+            return 0;
+        case CR_ENTRY_CONFIG:
+            entry_config(&c, index, term);
+            return cr_config_encoded_size(&c);
+        case CR_ENTRY_COMMAND:
+            break;
     }
     return (size_t)((index * 37 + term * 11) % 301);
+}
+
+void st_entry_payload(uint8_t *buf, cr_index index, cr_term term)
+{
+    struct cr_config c;
+    if (st_entry_type(index, term) == CR_ENTRY_CONFIG) {
+        entry_config(&c, index, term);
+        cr_config_encode(&c, buf);
+        return;
+    }
+    st_payload(buf, st_payload_len(index, term), index, term);
 }
 
 void st_payload(uint8_t *buf, size_t len, cr_index index, cr_term term)
@@ -210,7 +234,7 @@ bool st_entry_ok(const struct cr_recovery *r, cr_index index, cr_term term)
         e->buf.len != len) {
         return false;
     }
-    st_payload(expect, len, index, term);
+    st_entry_payload(expect, index, term);
     return len == 0 || memcmp(e->buf.base, expect, len) == 0;
 }
 
@@ -246,7 +270,7 @@ void st_upd_entries(struct st_upd *b, cr_index first, unsigned n, cr_term t)
         if (len > 0) {
             b->e[i].buf.base = malloc(len);
             assert_non_null(b->e[i].buf.base);
-            st_payload(b->e[i].buf.base, len, index, t);
+            st_entry_payload(b->e[i].buf.base, index, t);
         }
     }
     b->u.persist_last_index = n > 0 ? first + n - 1 : first - 1;
@@ -479,4 +503,17 @@ void st_saved_free(struct st_saved *sv)
         free(sv->buf[i]);
     }
     sv->n = 0;
+}
+
+int st_core_load(const struct cr_recovery *rec, const struct cr_alloc *a)
+{
+    struct cr_core *c = malloc(sizeof *c);
+    int rv;
+    assert_non_null(c);
+    assert_int_equal(cr_core_init(c, 1, 42, NULL, a, 1, 0), 0);
+    rv = cr_core_load(c, &rec->hs, rec->has_snapshot ? &rec->snapshot : NULL,
+                      rec->first, rec->entries, rec->n);
+    cr_core_close(c);
+    free(c);
+    return rv;
 }

@@ -72,7 +72,11 @@ unsigned st_calls(struct st_waiter *w);
 /* Payload of the entry at (index, term): its type, length and bytes. */
 enum cr_entry_type st_entry_type(cr_index index, cr_term term);
 size_t st_payload_len(cr_index index, cr_term term);
+/* A byte pattern of len bytes for (index, term). */
 void st_payload(uint8_t *buf, size_t len, cr_index index, cr_term term);
+/* The payload of the entry at (index, term), st_payload_len bytes: an
+ * encoded configuration for a CR_ENTRY_CONFIG entry, else st_payload. */
+void st_entry_payload(uint8_t *buf, cr_index index, cr_term term);
 /* Whether the recovered entry at index exists with this term and its
  * payload. */
 bool st_entry_ok(const struct cr_recovery *r, cr_index index, cr_term term);
@@ -112,6 +116,10 @@ int st_check_snapshot(const struct cr_fs *fs,
                       const char *path,
                       cr_index index,
                       cr_term term);
+
+/* Loads the recovery into a new core (server 1 of cluster 42), as a node
+ * would at a restart; returns what cr_core_load does. */
+int st_core_load(const struct cr_recovery *rec, const struct cr_alloc *a);
 
 /* Opens the storage of ST_DIR on fs with segment size ST_SEGMENT. */
 int st_open(struct cr_storage **s,

@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "fs_fault.h"
@@ -195,6 +196,8 @@ static void rfx_check(struct rfx *f, cr_index lo)
                      f->terms[i]);
         }
     }
+    /* A node can start from it. */
+    assert_int_equal(st_core_load(r, &f->sa.a), 0);
 }
 
 /* ---------------------------------------------------------------------------
@@ -294,9 +297,12 @@ static void assert_refused(struct rfx *f, const char *path, uint64_t off)
  * Round trips
  * ------------------------------------------------------------------------- */
 
+/* A new directory: fresh, with both metadata files written and synced. */
 static void fresh_directory(void **state)
 {
     struct rfx *f = *state;
+    uint8_t *buf;
+    size_t len;
     assert_int_equal(rfx_open(f), 0);
     assert_true(f->rec.fresh);
     assert_false(f->rec.torn);
@@ -306,9 +312,35 @@ static void fresh_directory(void **state)
     assert_int_equal(f->rec.hs.term, 0);
     assert_int_equal(f->rec.hs.vote, 0);
     assert_int_equal(f->rec.hs.commit, 0);
-    assert_true(fs_fault_exists(f->ff, ST_DIR "/metadata1"));
-    assert_true(fs_fault_exists(f->ff, ST_DIR "/metadata2"));
-    /* The metadata survive a crash right away. */
+    /* Both metadata files, valid, durable at once. */
+    rfx_close(f);
+    fs_fault_crash(f->ff);
+    for (unsigned slot = 1; slot <= 2; slot++) {
+        struct cr__meta m;
+        char path[64];
+        snprintf(path, sizeof path, "%s/metadata%u", ST_DIR, slot);
+        assert_int_equal(fs_fault_read(f->ff, path, &buf, &len), 0);
+        assert_int_equal(cr__meta_decode(buf, len, &m), 0);
+        assert_int_equal(m.seq, slot);
+        assert_int_equal(m.cluster_id, 42);
+        assert_int_equal(m.term, 0);
+        free(buf);
+    }
+    assert_int_equal(n_segments(f), 0);
+}
+
+/* BUG? Reopening a directory that holds metadata but no segment yet (a
+ * node restarted before its first write) calls qsort(NULL, 0, ...) in
+ * cr__recover (recovery.c, "qsort(l.segs, l.n_segs, ...)" with no
+ * segments listed): undefined behaviour, which the -DCR_SANITIZE=
+ * address,undefined build turns into an abort. Kept near the end: under
+ * that build the report ends the program. */
+static void reopen_before_any_write(void **state)
+{
+    struct rfx *f = *state;
+    struct st_upd b;
+    assert_int_equal(rfx_open(f), 0);
+    assert_true(f->rec.fresh);
     rfx_close(f);
     fs_fault_crash(f->ff);
     assert_int_equal(rfx_open(f), 0);
@@ -317,15 +349,31 @@ static void fresh_directory(void **state)
     assert_int_equal(f->rec.n, 0);
     /* An update with nothing to write (persist_seq 0) is accepted and
      * never reported. */
-    {
-        struct st_upd b;
-        st_upd_init(&b, 0);
-        st_upd_hs(&b, 9, 9, 9);
-        assert_int_equal(cr_storage_submit(f->s, &b.u), 0);
-    }
+    st_upd_init(&b, 0);
+    st_upd_hs(&b, 9, 9, 9);
+    assert_int_equal(cr_storage_submit(f->s, &b.u), 0);
     rfx_reopen(f);
     assert_int_equal(f->rec.hs.term, 0);
     assert_int_equal(st_calls(&f->w), 0);
+}
+
+/* The storage's counters once they count at least `records` records
+ * (the writer publishes them when it next looks for work). */
+static void settled_stats(struct rfx *f,
+                          struct cr_storage_stats *stats,
+                          uint64_t records)
+{
+    for (unsigned i = 0; i < 2000; i++) {
+        cr_storage_stats(f->s, stats);
+        if (stats->records >= records && stats->segments == n_segments(f)) {
+            return;
+        }
+        {
+            struct timespec ts = {0, 1000000L};
+            nanosleep(&ts, NULL);
+        }
+    }
+    fail_msg("the counters never showed %" PRIu64 " records", records);
 }
 
 /* Entries, commit indexes, terms and votes over many segments survive a
@@ -337,7 +385,8 @@ static void round_trip_across_segments(void **state)
     assert_int_equal(rfx_open(f), 0);
     rfx_fill(f, 100, 1);
     rfx_fill(f, 250, 2);
-    cr_storage_stats(f->s, &stats);
+    /* The writer publishes its counters after its callback. */
+    settled_stats(f, &stats, 250);
     assert_true(stats.segments >= 4);
     assert_true(stats.records >= 250);
     assert_true(stats.syncs >= 1);
@@ -383,8 +432,9 @@ static void group_commit(void **state)
     f->last = 40;
     f->commit = 39;
     f->term = 1;
-    cr_storage_stats(f->s, &stats);
+    settled_stats(f, &stats, 40);
     /* Fewer syncs than updates: they were shared. */
+    assert_true(stats.syncs >= 1);
     assert_true(stats.syncs < 40);
     assert_true(st_calls(&f->w) < 40);
     assert_int_equal(f->w.last_index, 40);
@@ -848,7 +898,7 @@ static uint64_t img_rec(struct img *m, enum cr__rec_type t)
             index = ++m->st.last;
             et = st_entry_type(index, IMG_TERM);
             len = st_payload_len(index, IMG_TERM);
-            st_payload(payload, len, index, IMG_TERM);
+            st_entry_payload(payload, index, IMG_TERM);
             break;
         case CR__REC_COMMIT:
             index = m->st.commit = m->st.last;
@@ -1431,8 +1481,10 @@ static void second_open_is_busy(void **state)
     /* The fault file system's lock behaves the same. */
     assert_int_equal(rfx_open(f), 0);
     assert_int_equal(st_open(&b, f->fs, &f->sa, &f->w, &rb, errmsg), CR_EBUSY);
+    rfx_fill(f, 2, 1);
     rfx_close(f);
     assert_int_equal(rfx_open(f), 0);
+    rfx_check(f, 1);
 }
 
 static int open_cluster(struct rfx *f, uint64_t cluster_id)
@@ -1622,7 +1674,8 @@ int main(int argc, char **argv)
         T(second_open_is_busy),
         T(other_cluster),
         T(inspect_reads_only),
-        /* Last: under sanitizers the bug it shows ends the program. */
+        /* Last: under sanitizers the bugs they show end the program. */
+        T(reopen_before_any_write),
         T(truncate_in_padding_of_last_record),
     };
 #undef T
