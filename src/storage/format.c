@@ -78,28 +78,51 @@ size_t cr__rec_encode(uint8_t *buf,
     return size;
 }
 
+static bool all_zero(const uint8_t *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (p[i] != 0) {
+            return false;
+        }
+    }
+    return true;
+}
+
 enum cr__rec_status cr__rec_decode(const uint8_t *buf,
                                    size_t avail,
                                    struct cr__rec *rec,
                                    const char **why)
 {
-    static const uint8_t zero[CR__REC_HEADER];
     uint32_t len;
+    size_t size;
     if (avail < CR__REC_HEADER) {
-        *why = "no room for a record header";
-        return CR__REC_END;
+        if (all_zero(buf, avail)) {
+            *why = "zeros";
+            return CR__REC_END;
+        }
+        *why = "a partial record header";
+        return CR__REC_BAD;
     }
-    if (memcmp(buf, zero, CR__REC_HEADER) == 0) {
+    if (all_zero(buf, CR__REC_HEADER)) {
         *why = "zeros";
         return CR__REC_END;
     }
     len = cr__get32(buf + 4);
     if (len > avail - CR__REC_HEADER) {
-        *why = "record longer than the rest of the segment";
+        *why = "a record longer than the rest of the segment";
         return CR__REC_BAD;
     }
     if (cr__get32(buf) != cr_crc32c(0, buf + 4, CR__REC_HEADER - 4 + len)) {
         *why = "checksum mismatch";
+        return CR__REC_BAD;
+    }
+    size = cr__rec_size(len);
+    if (size > avail) {
+        size = avail;
+    }
+    if (!all_zero(buf + CR__REC_HEADER + len, size - CR__REC_HEADER - len) ||
+        buf[10] != 0 || buf[11] != 0 || cr__get32(buf + 12) != 0) {
+        *why = "non-zero padding";
         return CR__REC_BAD;
     }
     rec->type = (enum cr__rec_type)buf[8];
@@ -108,6 +131,7 @@ enum cr__rec_status cr__rec_decode(const uint8_t *buf,
     rec->index = cr__get64(buf + 16);
     rec->term = cr__get64(buf + 24);
     rec->payload = buf + CR__REC_HEADER;
+    rec->size = size;
     switch (rec->type) {
         case CR__REC_ENTRY:
             if (rec->index == 0 || rec->term == 0 ||
@@ -120,20 +144,43 @@ enum cr__rec_status cr__rec_decode(const uint8_t *buf,
             return CR__REC_OK;
         case CR__REC_COMMIT:
         case CR__REC_TRUNCATE:
-            if (len != 0) {
+            if (len != 0 || rec->etype != 0) {
                 *why = "commit or truncate record with a payload";
                 return CR__REC_BAD;
             }
             return CR__REC_OK;
         case CR__REC_RESET:
-            if (len != 0 || rec->index == 0 || rec->term == 0) {
+            if (len != 0 || rec->etype != 0 || rec->index == 0 ||
+                rec->term == 0) {
                 *why = "bad snapshot install record";
+                return CR__REC_BAD;
+            }
+            return CR__REC_OK;
+        case CR__REC_BATCH:
+            if (len != 0 || rec->etype != 0 || rec->index == 0 ||
+                rec->term > UINT32_MAX) {
+                *why = "bad batch header";
                 return CR__REC_BAD;
             }
             return CR__REC_OK;
     }
     *why = "unknown record type";
     return CR__REC_BAD;
+}
+
+size_t cr__batch_encode(uint8_t *buf, const void *body, size_t len)
+{
+    return cr__rec_encode(buf, CR__REC_BATCH, 0, len, cr_crc32c(0, body, len),
+                          NULL, 0);
+}
+
+bool cr__batch_valid(const uint8_t *buf, size_t avail)
+{
+    struct cr__rec r;
+    const char *why;
+    return cr__rec_decode(buf, avail, &r, &why) == CR__REC_OK &&
+           r.type == CR__REC_BATCH && r.index <= avail - CR__REC_HEADER &&
+           cr_crc32c(0, buf + CR__REC_HEADER, (size_t)r.index) == r.term;
 }
 
 void cr__seg_header_encode(uint8_t *buf, uint64_t seq)
@@ -180,7 +227,8 @@ int cr__meta_decode(const uint8_t *buf, size_t len, struct cr__meta *m)
 {
     if (len < CR__META_SIZE || memcmp(buf, CR__META_MAGIC, 8) != 0 ||
         cr__get32(buf + 40) != 1 ||
-        cr__get32(buf + 44) != cr_crc32c(0, buf, 44)) {
+        cr__get32(buf + 44) != cr_crc32c(0, buf, 44) ||
+        !all_zero(buf + 48, CR__META_SIZE - 48)) {
         return CR_ECORRUPT;
     }
     m->seq = cr__get64(buf + 8);

@@ -136,17 +136,21 @@ static void say(struct cr__scan *sc, const char *fmt, ...)
  * Metadata
  * ------------------------------------------------------------------------- */
 
+/* Reads metadata<slot>: 0, CR_ENOTFOUND for a file that was never written
+ * (empty, or zeros: a crash while the directory was being set up),
+ * CR_ECORRUPT, or CR_EIO. */
 static int read_meta(struct cr__scan *sc,
                      unsigned slot,
                      struct cr__meta *m,
                      const char **why)
 {
+    static const uint8_t zero[CR__META_SIZE];
     char path[CR_PATH_MAX];
-    char name[16];
     uint8_t buf[CR__META_SIZE];
+    uint64_t size = 0;
+    size_t len;
     int fd, rv;
-    snprintf(name, sizeof name, "metadata%u", slot);
-    if (cr__join(path, sc->dir, name) != 0) {
+    if (cr__join(path, sc->dir, slot == 1 ? "metadata1" : "metadata2") != 0) {
         return CR_EINVAL;
     }
     fd = sc->fs->open(sc->fs->data, path, CR_FS_READ);
@@ -154,15 +158,23 @@ static int read_meta(struct cr__scan *sc,
         *why = "cannot be opened";
         return CR_EIO;
     }
-    rv = cr__read_full(sc->fs, fd, buf, sizeof buf, 0);
-    sc->fs->close(sc->fs->data, fd);
-    if (rv == -EIO) {
-        *why = "is too short";
-        return CR_ECORRUPT;
+    rv = sc->fs->size(sc->fs->data, fd, &size);
+    len = size < sizeof buf ? (size_t)size : sizeof buf;
+    if (rv == 0 && len > 0) {
+        rv = cr__read_full(sc->fs, fd, buf, len, 0);
     }
+    sc->fs->close(sc->fs->data, fd);
     if (rv != 0) {
         *why = "cannot be read";
         return CR_EIO;
+    }
+    if (memcmp(buf, zero, len) == 0) {
+        *why = "was never written";
+        return CR_ENOTFOUND;
+    }
+    if (len < sizeof buf) {
+        *why = "is too short";
+        return CR_ECORRUPT;
     }
     if (cr__meta_decode(buf, sizeof buf, m) != 0) {
         *why = "fails its checksum";
@@ -199,8 +211,9 @@ static int load_meta(struct cr__scan *sc,
         }
     }
     if (best == 0) {
-        if (!l->meta[1] && !l->meta[2]) {
-            return CR_ENOTFOUND;
+        if ((!l->meta[1] || rv[1] == CR_ENOTFOUND) &&
+            (!l->meta[2] || rv[2] == CR_ENOTFOUND)) {
+            return CR_ENOTFOUND; /* never set up: fresh */
         }
         cr__errf(errmsg,
                  "%s/metadata1 and metadata2: no valid copy of term and vote "
@@ -211,9 +224,10 @@ static int load_meta(struct cr__scan *sc,
                  why[2] != NULL ? why[2] : "missing");
         return CR_ECORRUPT;
     }
-    if (rv[3 - best] == CR_ECORRUPT) {
-        /* The newer write was torn by a crash; the other copy holds the
-         * last one that completed. */
+    if (l->meta[3 - best] &&
+        (rv[3 - best] == CR_ECORRUPT || rv[3 - best] == CR_ENOTFOUND)) {
+        /* The newer write was torn by a crash (or the file was never
+         * written); the other copy holds the last write that completed. */
         cr__errf(rec->warning,
                  "%s/metadata%u %s; using metadata%u (seq %" PRIu64 ")",
                  sc->dir, 3 - best, why[3 - best], best, m[best].seq);
@@ -313,17 +327,15 @@ static const char *type_name(enum cr_entry_type t)
     return "?";
 }
 
-/* Offset of the first valid record after `from`, or 0. */
-static uint64_t valid_after(const uint8_t *buf, uint64_t size, uint64_t from)
+/* Offset of the first whole, valid batch at or after `from`, or 0. */
+static uint64_t valid_batch_after(const uint8_t *buf,
+                                  uint64_t size,
+                                  uint64_t from)
 {
-    for (uint64_t off = cr__align8(from + 8); off + CR__REC_HEADER <= size;
+    for (uint64_t off = cr__align8(from); off + CR__REC_HEADER <= size;
          off += 8) {
-        struct cr__rec r;
-        const char *why;
-        if (buf[off + 8] < CR__REC_ENTRY || buf[off + 8] > CR__REC_RESET) {
-            continue;
-        }
-        if (cr__rec_decode(buf + off, size - off, &r, &why) == CR__REC_OK) {
+        if (buf[off + 8] == CR__REC_BATCH &&
+            cr__batch_valid(buf + off, (size_t)(size - off))) {
             return off;
         }
     }
@@ -434,14 +446,21 @@ static int apply_record(struct cr__scan *sc,
                 " term=%" PRIu64,
                 path, off, r->index, r->term);
             return 0;
+        case CR__REC_BATCH:
+            break; /* never here: bodies hold no batches */
     }
     return CR_ECORRUPT;
 }
 
 /* Zeros [from, to) and syncs: a torn tail must not be read again. */
+/* Cuts a torn tail: the batch at `at` keeps the whole records of its body
+ * up to `keep` (none if keep == at), and [keep, to) becomes zeros, so that
+ * the next recovery finds a clean end. */
 static int cut_tail(struct cr__scan *sc,
                     const char *path,
-                    uint64_t from,
+                    const uint8_t *buf,
+                    uint64_t at,
+                    uint64_t keep,
                     uint64_t to)
 {
     static const uint8_t zero[4096];
@@ -450,16 +469,74 @@ static int cut_tail(struct cr__scan *sc,
     if (fd < 0) {
         return fd;
     }
-    while (from < to && rv == 0) {
-        size_t n = to - from < sizeof zero ? (size_t)(to - from) : sizeof zero;
-        rv = cr__write_full(sc->fs, fd, zero, n, from);
-        from += n;
+    if (keep > at) {
+        uint8_t header[CR__REC_HEADER];
+        uint64_t body = at + CR__REC_HEADER;
+        (void)cr__batch_encode(header, buf + body, (size_t)(keep - body));
+        rv = cr__write_full(sc->fs, fd, header, sizeof header, at);
+    }
+    while (keep < to && rv == 0) {
+        size_t n = to - keep < sizeof zero ? (size_t)(to - keep) : sizeof zero;
+        rv = cr__write_full(sc->fs, fd, zero, n, keep);
+        keep += n;
     }
     if (rv == 0) {
         rv = sc->fs->fdatasync(sc->fs->data, fd);
     }
     sc->fs->close(sc->fs->data, fd);
     return rv;
+}
+
+/* Applies the records of a batch body [from, to). Strict (a checksummed
+ * body): every record must be valid. Otherwise (salvaging a torn batch):
+ * the whole records up to the first bad one; *end says where they end. */
+static int replay_body(struct cr__scan *sc,
+                       struct replay *rp,
+                       const uint8_t *buf,
+                       uint64_t from,
+                       uint64_t to,
+                       bool strict,
+                       void *batch,
+                       const char *path,
+                       struct cr__segment *seg,
+                       uint64_t *end,
+                       char *errmsg)
+{
+    uint64_t off = from;
+    while (off < to) {
+        struct cr__rec r;
+        const char *why = "";
+        enum cr__rec_status st =
+            cr__rec_decode(buf + off, (size_t)(to - off), &r, &why);
+        int rv;
+        if (st == CR__REC_OK && r.type == CR__REC_BATCH) {
+            st = CR__REC_BAD;
+            why = "a batch inside a batch";
+        }
+        if (st == CR__REC_OK && strict && r.size != cr__rec_size(r.len)) {
+            st = CR__REC_BAD;
+            why = "a record cut short";
+        }
+        if (st != CR__REC_OK) {
+            if (!strict) {
+                break;
+            }
+            cr__errf(errmsg,
+                     "%s offset %" PRIu64
+                     ": %s inside a batch whose checksum matches; the log "
+                     "is damaged: restore the directory from a backup, or "
+                     "remove it and let the node rejoin as a new member",
+                     path, off, why);
+            return CR_ECORRUPT;
+        }
+        rv = apply_record(sc, rp, &r, batch, path, off, seg, errmsg);
+        if (rv != 0) {
+            return rv;
+        }
+        off += r.size;
+    }
+    *end = off;
+    return 0;
 }
 
 static int replay_segment(struct cr__scan *sc,
@@ -506,7 +583,7 @@ static int replay_segment(struct cr__scan *sc,
     }
     if (cr__seg_header_decode(buf, (size_t)size, &seq) != 0 ||
         seq != seg->seq) {
-        bool blank = valid_after(buf, size, 0) == 0;
+        bool blank = valid_batch_after(buf, size, 0) == 0;
         cr_batch_unref(sc->alloc, batch);
         if (last && blank) {
             /* A crash while the segment was being created. */
@@ -546,22 +623,46 @@ static int replay_segment(struct cr__scan *sc,
         const char *why = "";
         enum cr__rec_status st =
             cr__rec_decode(buf + off, (size_t)(size - off), &r, &why);
-        uint64_t later;
+        uint64_t body = off + CR__REC_HEADER;
+        uint64_t scan_from = off + 8;
+        uint64_t keep = off;
+        uint64_t later, to;
+        bool header_ok = false;
+        if (st == CR__REC_OK && r.type != CR__REC_BATCH) {
+            st = CR__REC_BAD;
+            why = "a record outside a batch";
+        }
         if (st == CR__REC_OK) {
-            rv = apply_record(sc, rp, &r, batch, path, off, seg, errmsg);
-            if (rv != 0) {
-                cr_batch_unref(sc->alloc, batch);
-                return rv;
+            header_ok = true;
+            if (r.index <= size - body &&
+                cr_crc32c(0, buf + body, (size_t)r.index) == r.term) {
+                say(sc, "%s @%" PRIu64 " batch bytes=%" PRIu64, path, off,
+                    r.index);
+                rv = replay_body(sc, rp, buf, body, body + r.index, true, batch,
+                                 path, seg, &keep, errmsg);
+                if (rv != 0) {
+                    cr_batch_unref(sc->alloc, batch);
+                    return rv;
+                }
+                off = body + r.index;
+                continue;
             }
-            off += cr__rec_size(r.len);
-            continue;
+            why = r.index > size - body ? "a batch cut short"
+                                        : "batch checksum mismatch";
+            if (r.index <= size - body) {
+                /* The next batch, if any, starts right after this one. */
+                scan_from = body + r.index;
+            }
         }
         seg->end = off;
-        later = valid_after(buf, size, off);
+        later = valid_batch_after(buf, size, scan_from);
+        if (st == CR__REC_END && later == 0) {
+            break; /* zeros to the end: a clean end */
+        }
         if (later != 0) {
             cr__errf(errmsg,
                      "%s offset %" PRIu64
-                     ": %s, but valid records follow "
+                     ": %s, but a valid batch follows "
                      "(offset %" PRIu64
                      "): the log is damaged in the "
                      "middle, not torn at its end, so acknowledged writes "
@@ -571,34 +672,47 @@ static int replay_segment(struct cr__scan *sc,
             cr_batch_unref(sc->alloc, batch);
             return CR_ECORRUPT;
         }
-        if (st == CR__REC_BAD) {
-            uint64_t to = size;
-            if (!last) {
-                cr__errf(errmsg,
-                         "%s offset %" PRIu64
-                         ": %s in a segment that was "
-                         "complete: the log is damaged; restore the "
-                         "directory from a backup, or remove it and let the "
-                         "node rejoin as a new member",
-                         path, off, why);
+        if (!last) {
+            cr__errf(errmsg,
+                     "%s offset %" PRIu64
+                     ": %s in a segment that was "
+                     "complete: the log is damaged; restore the "
+                     "directory from a backup, or remove it and let the "
+                     "node rejoin as a new member",
+                     path, off, why);
+            cr_batch_unref(sc->alloc, batch);
+            return CR_ECORRUPT;
+        }
+        /* The last batch of the newest segment was torn by a crash: it was
+         * never reported durable. Keep the whole records at its start. */
+        if (header_ok) {
+            uint64_t claimed = r.index <= size - body ? body + r.index : size;
+            rv = replay_body(sc, rp, buf, body, claimed, false, batch, path,
+                             seg, &keep, errmsg);
+            if (rv != 0) {
                 cr_batch_unref(sc->alloc, batch);
-                return CR_ECORRUPT;
+                return rv;
             }
-            while (to > off && buf[to - 1] == 0) {
-                to--;
+            if (keep == body) {
+                keep = off;
             }
-            rec->torn = true;
-            cr__errf(rec->warning, "%s offset %" PRIu64 ": torn tail (%s) %s",
-                     path, off, why, sc->read_only ? "would be cut" : "cut");
-            say(sc, "%s @%" PRIu64 " torn tail: %s", path, off, why);
-            if (!sc->read_only) {
-                rv = cut_tail(sc, path, off, to);
-                if (rv != 0) {
-                    cr__errf(errmsg, "%s: cannot cut the torn tail (%s)", path,
-                             strerror(-rv));
-                    cr_batch_unref(sc->alloc, batch);
-                    return CR_EIO;
-                }
+        }
+        seg->end = keep;
+        to = size;
+        while (to > keep && buf[to - 1] == 0) {
+            to--;
+        }
+        rec->torn = true;
+        cr__errf(rec->warning, "%s offset %" PRIu64 ": torn tail (%s) %s", path,
+                 keep, why, sc->read_only ? "would be cut" : "cut");
+        say(sc, "%s @%" PRIu64 " torn tail: %s", path, keep, why);
+        if (!sc->read_only) {
+            rv = cut_tail(sc, path, buf, off, keep, to);
+            if (rv != 0) {
+                cr__errf(errmsg, "%s: cannot cut the torn tail (%s)", path,
+                         strerror(-rv));
+                cr_batch_unref(sc->alloc, batch);
+                return CR_EIO;
             }
         }
         break;
@@ -677,15 +791,19 @@ int cr__recover(struct cr__scan *sc, struct cr_recovery *rec, char *errmsg)
     }
     rec->cluster_id = sc->meta.cluster_id;
 
-    if (l.n_snaps > 0) {
+    if (l.n_snaps > 1) {
         qsort(l.snaps, l.n_snaps, sizeof *l.snaps, cmp_snap);
+    }
+    if (l.n_snaps > 0) {
         rv = check_snapshot(sc, l.snaps[l.n_snaps - 1].name, rec, errmsg);
         if (rv != 0) {
             goto out;
         }
     }
 
-    qsort(l.segs, l.n_segs, sizeof *l.segs, cmp_u64);
+    if (l.n_segs > 1) {
+        qsort(l.segs, l.n_segs, sizeof *l.segs, cmp_u64);
+    }
     for (unsigned i = 1; i < l.n_segs; i++) {
         if (l.segs[i] != l.segs[i - 1] + 1) {
             cr__errf(errmsg,

@@ -39,8 +39,8 @@ struct req
     cr_id vote;
     bool reset;
     cr_index compact_upto;
+    bool compacted;
     size_t len;
-    size_t done; /* bytes of buf already written (ENOSPC resumes here) */
     uint8_t *buf;
 };
 
@@ -67,6 +67,7 @@ struct cr_storage
     pthread_cond_t cv;
     struct req *head, *tail;
     atomic_bool stop;
+    bool exited; /* the writer stopped taking requests (under mu) */
     atomic_int status;
     atomic_bool stalled;
     struct cr_storage_stats stats;     /* the writer's own counters */
@@ -82,9 +83,14 @@ struct cr_storage
     unsigned n_segs, cap_segs;
     int fd; /* the active segment, -1 if none */
     uint64_t off, cap;
-    bool dirty; /* written since the last fdatasync */
+    bool dirty;    /* written since the last fdatasync */
+    uint8_t *wbuf; /* the records of the batch being written */
+    size_t wlen, wcap;
+    size_t wdone; /* written so far (ENOSPC resumes here) */
     struct cr__meta meta;
-    unsigned meta_slot; /* the file holding `meta` */
+    unsigned meta_slot;    /* the file holding `meta` */
+    uint64_t reported_seq; /* the last update reported durable */
+    cr_index reported_index;
 };
 
 void cr_storage_options_default(struct cr_storage_options *o)
@@ -191,36 +197,89 @@ static int new_segment(struct cr_storage *s, size_t need)
     return 0;
 }
 
-/* Appends the records of one request from where it stopped. */
-static int write_records(struct cr_storage *s, struct req *r)
+/* Notes what the records in [from, to) of the write buffer hold. */
+static void note_records(struct cr_storage *s, size_t from, size_t to)
 {
-    while (r->done < r->len) {
-        const uint8_t *rec = r->buf + r->done;
-        size_t size = cr__rec_size(cr__get32(rec + 4));
-        struct seg *cur;
-        int rv;
-        if (s->fd < 0 || s->off + size > s->cap) {
-            rv = new_segment(s, size);
-            if (rv != 0) {
-                return rv;
-            }
-        }
-        rv = cr__write_full(s->fs, s->fd, rec, size, s->off);
-        if (rv != 0) {
-            return rv;
-        }
-        cur = &s->segs[s->n_segs - 1];
+    struct seg *cur = &s->segs[s->n_segs - 1];
+    while (from < to) {
+        const uint8_t *rec = s->wbuf + from;
         if (rec[8] == CR__REC_ENTRY && cr__get64(rec + 16) > cur->max_index) {
             cur->max_index = cr__get64(rec + 16);
         }
         if (rec[8] == CR__REC_RESET) {
             cur->has_reset = true;
         }
-        s->off += size;
-        s->dirty = true;
         s->stats.records++;
-        s->stats.bytes += size;
-        r->done += size;
+        from += cr__rec_size(cr__get32(rec + 4));
+    }
+}
+
+/* Writes the batch's records from where it stopped: in each segment, one
+ * batch header and as many whole records as fit. */
+static int write_records(struct cr_storage *s)
+{
+    while (s->wdone < s->wlen) {
+        uint64_t room = s->fd >= 0 ? s->cap - s->off : 0;
+        size_t fit = 0;
+        uint8_t header[CR__REC_HEADER];
+        int rv;
+        while (s->wdone + fit < s->wlen) {
+            size_t rs = cr__rec_size(cr__get32(s->wbuf + s->wdone + fit + 4));
+            if (CR__REC_HEADER + fit + rs > room) {
+                break;
+            }
+            fit += rs;
+        }
+        if (fit == 0) {
+            size_t first = cr__rec_size(cr__get32(s->wbuf + s->wdone + 4));
+            rv = new_segment(s, CR__REC_HEADER + first);
+            if (rv != 0) {
+                return rv;
+            }
+            continue;
+        }
+        (void)cr__batch_encode(header, s->wbuf + s->wdone, fit);
+        rv = cr__write_full(s->fs, s->fd, header, sizeof header, s->off);
+        if (rv == 0) {
+            rv = cr__write_full(s->fs, s->fd, s->wbuf + s->wdone, fit,
+                                s->off + CR__REC_HEADER);
+        }
+        if (rv != 0) {
+            return rv;
+        }
+        note_records(s, s->wdone, s->wdone + fit);
+        s->off += CR__REC_HEADER + fit;
+        s->dirty = true;
+        s->stats.bytes += CR__REC_HEADER + fit;
+        s->wdone += fit;
+    }
+    return 0;
+}
+
+/* Gathers the records of a batch's writes into the write buffer. */
+static int gather(struct cr_storage *s, struct req *batch)
+{
+    size_t len = 0;
+    for (struct req *r = batch; r != NULL; r = r->next) {
+        if (r->kind == REQ_WRITE) {
+            len += r->len;
+        }
+    }
+    if (len > s->wcap) {
+        uint8_t *p = realloc(s->wbuf, len);
+        if (p == NULL) {
+            return -ENOMEM;
+        }
+        s->wbuf = p;
+        s->wcap = len;
+    }
+    s->wlen = 0;
+    s->wdone = 0;
+    for (struct req *r = batch; r != NULL; r = r->next) {
+        if (r->kind == REQ_WRITE && r->len > 0) {
+            memcpy(s->wbuf + s->wlen, r->buf, r->len);
+            s->wlen += r->len;
+        }
     }
     return 0;
 }
@@ -231,6 +290,7 @@ static int write_meta(struct cr_storage *s, cr_term term, cr_id vote)
     uint8_t buf[CR__META_SIZE];
     char path[CR_PATH_MAX];
     unsigned slot = 3 - s->meta_slot;
+    bool created = false;
     int fd, rv;
     m.seq++;
     m.term = term;
@@ -239,7 +299,11 @@ static int write_meta(struct cr_storage *s, cr_term term, cr_id vote)
     if (cr__join(path, s->dir, slot == 1 ? "metadata1" : "metadata2") != 0) {
         return -ENAMETOOLONG;
     }
-    fd = s->fs->open(s->fs->data, path, CR_FS_WRITE | CR_FS_CREATE);
+    fd = s->fs->open(s->fs->data, path, CR_FS_WRITE);
+    if (fd == -ENOENT) {
+        fd = s->fs->open(s->fs->data, path, CR_FS_WRITE | CR_FS_CREATE);
+        created = true;
+    }
     if (fd < 0) {
         return fd;
     }
@@ -248,6 +312,11 @@ static int write_meta(struct cr_storage *s, cr_term term, cr_id vote)
         rv = s->fs->fdatasync(s->fs->data, fd);
     }
     (void)s->fs->close(s->fs->data, fd);
+    if (rv == 0 && created) {
+        /* A new file's name must be durable too, or a crash takes the
+         * term and vote it holds away with it. */
+        rv = s->fs->sync_dir(s->fs->data, s->dir);
+    }
     if (rv == 0) {
         s->meta = m;
         s->meta_slot = slot;
@@ -290,31 +359,28 @@ static int compact(struct cr_storage *s, cr_index upto)
     return rv;
 }
 
-/* Makes a batch durable. Returns 0, -ENOSPC (retry later: progress is
- * kept in the requests) or another negative errno (fatal). */
-static int write_batch(struct cr_storage *s, struct req *batch, bool *meta_done)
+/* Makes a batch durable, then carries out its compactions. Returns 0,
+ * -ENOSPC (call again later: the progress is kept) or another negative
+ * errno (fatal). */
+static int write_batch(struct cr_storage *s,
+                       struct req *batch,
+                       bool *gathered,
+                       bool *meta_done)
 {
     bool has_meta = false;
     cr_term term = 0;
     cr_id vote = 0;
     int rv;
-    for (struct req *r = batch; r != NULL; r = r->next) {
-        if (r->kind == REQ_COMPACT) {
-            rv = compact(s, r->compact_upto);
-            if (rv != 0) {
-                return rv;
-            }
-            continue;
-        }
-        rv = write_records(s, r);
+    if (!*gathered) {
+        rv = gather(s, batch);
         if (rv != 0) {
             return rv;
         }
-        if (r->has_meta) {
-            has_meta = true;
-            term = r->term;
-            vote = r->vote;
-        }
+        *gathered = true;
+    }
+    rv = write_records(s);
+    if (rv != 0) {
+        return rv;
     }
     if (s->dirty) {
         rv = s->fs->fdatasync(s->fs->data, s->fd);
@@ -324,12 +390,28 @@ static int write_batch(struct cr_storage *s, struct req *batch, bool *meta_done)
         }
         s->dirty = false;
     }
+    for (struct req *r = batch; r != NULL; r = r->next) {
+        if (r->kind == REQ_WRITE && r->has_meta) {
+            has_meta = true;
+            term = r->term;
+            vote = r->vote;
+        }
+    }
     if (has_meta && !*meta_done) {
         rv = write_meta(s, term, vote);
         if (rv != 0) {
             return rv;
         }
         *meta_done = true;
+    }
+    for (struct req *r = batch; r != NULL; r = r->next) {
+        if (r->kind == REQ_COMPACT && !r->compacted) {
+            rv = compact(s, r->compact_upto);
+            if (rv != 0) {
+                return rv;
+            }
+            r->compacted = true; /* if a later step has to be retried */
+        }
     }
     return 0;
 }
@@ -355,6 +437,7 @@ static void *writer_main(void *arg)
     struct cr_storage *s = arg;
     for (;;) {
         struct req *batch, *last = NULL;
+        bool gathered = false;
         bool meta_done = false;
         unsigned backoff = 10;
         int rv;
@@ -380,7 +463,7 @@ static void *writer_main(void *arg)
             break; /* stopping, and nothing left */
         }
         for (;;) {
-            rv = write_batch(s, batch, &meta_done);
+            rv = write_batch(s, batch, &gathered, &meta_done);
             if (rv != -ENOSPC) {
                 break;
             }
@@ -402,21 +485,32 @@ static void *writer_main(void *arg)
         }
         if (rv != 0) {
             /* After a failed write or fsync nothing on disk can be trusted
-             * to match what we think is there: stop for good. */
+             * to match what we think is there: stop for good, and say so
+             * (with the last update that did become durable). */
+            pthread_mutex_lock(&s->mu);
             atomic_store(&s->status, CR_EIO);
-            if (last != NULL && s->done != NULL) {
-                s->done(s->done_data, last->seq, last->last_index, CR_EIO);
+            s->exited = true;
+            pthread_mutex_unlock(&s->mu);
+            if (s->done != NULL) {
+                s->done(s->done_data, s->reported_seq, s->reported_index,
+                        CR_EIO);
             }
             free_batch(s, batch);
             break;
         }
-        if (last != NULL && s->done != NULL) {
-            s->done(s->done_data, last->seq, last->last_index, 0);
+        if (last != NULL) {
+            s->reported_seq = last->seq;
+            s->reported_index = last->last_index;
+            if (s->done != NULL) {
+                s->done(s->done_data, last->seq, last->last_index, 0);
+            }
         }
         free_batch(s, batch);
     }
-    /* Whatever is still queued after a failure is dropped. */
+    /* Whatever is still queued after a failure is dropped; submissions
+     * from now on are refused (see enqueue). */
     pthread_mutex_lock(&s->mu);
+    s->exited = true;
     free_batch(s, s->head);
     s->head = s->tail = NULL;
     pthread_mutex_unlock(&s->mu);
@@ -427,9 +521,17 @@ static void *writer_main(void *arg)
  * Submitting side
  * ------------------------------------------------------------------------- */
 
-static void enqueue(struct cr_storage *s, struct req *r)
+/* Queues a request, or frees it and returns CR_EIO if the writer has
+ * stopped for good (a check under the queue's lock, so that no request
+ * slips in after the writer dropped its queue). */
+static int enqueue(struct cr_storage *s, struct req *r)
 {
     pthread_mutex_lock(&s->mu);
+    if (s->exited) {
+        pthread_mutex_unlock(&s->mu);
+        free_batch(s, r);
+        return CR_EIO;
+    }
     if (s->tail == NULL) {
         s->head = r;
     } else {
@@ -438,6 +540,7 @@ static void enqueue(struct cr_storage *s, struct req *r)
     s->tail = r;
     pthread_cond_signal(&s->cv);
     pthread_mutex_unlock(&s->mu);
+    return 0;
 }
 
 int cr_storage_submit(struct cr_storage *s, const struct cr_update *u)
@@ -518,8 +621,7 @@ int cr_storage_submit(struct cr_storage *s, const struct cr_update *u)
         s->sub_term = r->term;
         s->sub_vote = r->vote;
     }
-    enqueue(s, r);
-    return 0;
+    return enqueue(s, r);
 }
 
 int cr_storage_compact(struct cr_storage *s, cr_index upto)
@@ -535,8 +637,7 @@ int cr_storage_compact(struct cr_storage *s, cr_index upto)
     memset(r, 0, sizeof *r);
     r->kind = REQ_COMPACT;
     r->compact_upto = upto;
-    enqueue(s, r);
-    return 0;
+    return enqueue(s, r);
 }
 
 bool cr_storage_stalled(struct cr_storage *s)
@@ -611,7 +712,9 @@ static void storage_free(struct cr_storage *s)
     if (s->lock_fd >= 0) {
         (void)s->fs->close(s->fs->data, s->lock_fd);
     }
+    free_batch(s, s->head); /* a read-only storage never had a writer */
     free(s->segs);
+    free(s->wbuf);
     pthread_mutex_destroy(&s->mu);
     pthread_cond_destroy(&s->cv);
     free(s);
@@ -719,6 +822,7 @@ int cr_storage_open(struct cr_storage **out,
         storage_free(s);
         return CR_EIO;
     }
+    s->exited = s->opt.read_only; /* nothing to write with */
     s->sub_term = rec->hs.term;
     s->sub_vote = rec->hs.vote;
     s->sub_commit = rec->hs.commit;

@@ -17,7 +17,15 @@
 /* Record header, 32 bytes, then the payload, then zeros to a multiple of 8:
  *   0 u32 CRC32C of bytes 4-31 and the payload
  *   4 u32 payload length  8 u8 record type  9 u8 entry type
- *  10 u16 zero  12 u32 zero  16 u64 index  24 u64 term */
+ *  10 u16 zero  12 u32 zero  16 u64 index  24 u64 term
+ *
+ * Records are written in batches: each group commit writes, in each
+ * segment it touches, one batch header record (CR__REC_BATCH, no payload;
+ * index: the length of the body, term: its CRC32C) followed by the body,
+ * whole records. The writer starts a batch only once the one before it is
+ * durable, so a crash can tear only the last batch, in any order within it
+ * (page write-back is not ordered): a bad batch followed by a valid one is
+ * damage, never the trace of a crash. */
 #define CR__REC_HEADER 32
 
 enum cr__rec_type {
@@ -25,6 +33,7 @@ enum cr__rec_type {
     CR__REC_COMMIT = 2,   /* index: the commit index */
     CR__REC_TRUNCATE = 3, /* index: drop the entries from here on */
     CR__REC_RESET = 4,    /* index, term: a snapshot replaced the log */
+    CR__REC_BATCH = 5,    /* index: body length, term: body CRC32C */
 };
 
 struct cr__rec
@@ -35,6 +44,7 @@ struct cr__rec
     cr_index index;
     cr_term term;
     const uint8_t *payload;
+    size_t size; /* bytes it takes, padding included (less if cut) */
 };
 
 /* Metadata file, 64 bytes:
@@ -86,15 +96,22 @@ static inline size_t cr__rec_size(size_t len)
 
 enum cr__rec_status {
     CR__REC_OK = 0,
-    CR__REC_END, /* zeros, or too little room for a header */
+    CR__REC_END, /* zeros to the end, or nothing left */
     CR__REC_BAD, /* a header or payload that fails its checks */
 };
 
-/* Decodes the record at buf[0, avail). */
+/* Decodes the record at buf[0, avail). A record whose padding is cut off
+ * by the end of the buffer is whole (rec->size says how much is there). */
 enum cr__rec_status cr__rec_decode(const uint8_t *buf,
                                    size_t avail,
                                    struct cr__rec *rec,
                                    const char **why);
+
+/* Encodes a batch header for body[0, len). */
+size_t cr__batch_encode(uint8_t *buf, const void *body, size_t len);
+/* Whether buf[0, avail) starts with a batch header whose body is whole
+ * and matches its checksum. */
+bool cr__batch_valid(const uint8_t *buf, size_t avail);
 
 void cr__seg_header_encode(uint8_t *buf, uint64_t seq);
 int cr__seg_header_decode(const uint8_t *buf, size_t len, uint64_t *seq);
