@@ -1,6 +1,7 @@
 /* On-disk formats of the storage (src/storage/format.c) and snapshot files
  * (snapshot_file.c): round trips, and detection of every single-bit flip
- * in records, segment headers, metadata files and snapshot headers; the
+ * in records (padding and reserved bytes included), batches (header and
+ * body), segment headers, metadata files and snapshot headers; the
  * chunked snapshot writer and reader, and how the reader detects a
  * truncated or corrupted snapshot. */
 #define _POSIX_C_SOURCE 200809L
@@ -164,20 +165,93 @@ static void record_every_bit_flip_detected(void **state)
     }
 }
 
-/* BUG? The zero padding after a record's payload is covered by no check:
- * a flipped bit there is accepted silently. The damage is harmless to the
- * data, but storage.h promises that damage is never passed over. */
+/* The zero padding after a record's payload is checked too (it is not
+ * covered by the CRC): a flip in any padding byte of a record of any
+ * padded length makes it bad. */
 static void record_padding_flip_detected(void **state)
 {
     uint8_t buf[128];
-    size_t size =
-        encode(buf, sizeof buf, CR__REC_ENTRY, CR_ENTRY_COMMAND, 5, 2, 3);
-    struct cr__rec r;
-    const char *why = NULL;
     (void)state;
-    assert_true(size > CR__REC_HEADER + 3);
-    buf[CR__REC_HEADER + 3] ^= 1;
-    assert_int_not_equal(cr__rec_decode(buf, sizeof buf, &r, &why), CR__REC_OK);
+    for (size_t len = 1; len < 16; len++) {
+        size_t size =
+            encode(buf, sizeof buf, CR__REC_ENTRY, CR_ENTRY_COMMAND, 5, 2, len);
+        for (size_t i = CR__REC_HEADER + len; i < size; i++) {
+            for (unsigned bit = 0; bit < 8; bit++) {
+                struct cr__rec r;
+                const char *why = NULL;
+                buf[i] ^= (uint8_t)(1u << bit);
+                assert_int_equal(cr__rec_decode(buf, sizeof buf, &r, &why),
+                                 CR__REC_BAD);
+                assert_non_null(why);
+                /* Also when the buffer ends right after that byte. */
+                assert_int_equal(cr__rec_decode(buf, i + 1, &r, &why),
+                                 CR__REC_BAD);
+                buf[i] ^= (uint8_t)(1u << bit);
+            }
+        }
+        {
+            struct cr__rec r;
+            const char *why = NULL;
+            assert_int_equal(cr__rec_decode(buf, sizeof buf, &r, &why),
+                             CR__REC_OK);
+        }
+    }
+}
+
+/* A record that the end of the buffer cuts inside its padding is whole:
+ * it decodes, and its size says how much of it is there; one cut in its
+ * payload or header is not. */
+static void record_cut_in_padding_is_whole(void **state)
+{
+    uint8_t buf[128];
+    (void)state;
+    for (size_t len = 0; len < 20; len++) {
+        size_t size =
+            encode(buf, sizeof buf, CR__REC_ENTRY, CR_ENTRY_COMMAND, 9, 4, len);
+        for (size_t avail = 0; avail <= size; avail++) {
+            struct cr__rec r;
+            const char *why = NULL;
+            enum cr__rec_status st = cr__rec_decode(buf, avail, &r, &why);
+            if (avail == 0) {
+                assert_int_equal(st, CR__REC_END);
+            } else if (avail >= CR__REC_HEADER + len) {
+                assert_int_equal(st, CR__REC_OK);
+                assert_int_equal(r.size, avail);
+                assert_int_equal(r.len, len);
+                assert_int_equal(r.index, 9);
+            } else {
+                assert_int_equal(st, CR__REC_BAD);
+            }
+        }
+    }
+}
+
+/* Bytes 10-15 of a record header are reserved zeros: any other value is
+ * a bad record, even with a CRC that matches. */
+static void record_reserved_header_bytes_checked(void **state)
+{
+    static const enum cr__rec_type types[] = {CR__REC_ENTRY, CR__REC_COMMIT,
+                                              CR__REC_TRUNCATE, CR__REC_RESET,
+                                              CR__REC_BATCH};
+    uint8_t buf[128];
+    (void)state;
+    for (unsigned t = 0; t < sizeof types / sizeof types[0]; t++) {
+        for (size_t b = 10; b < 16; b++) {
+            for (unsigned bit = 0; bit < 8; bit++) {
+                struct cr__rec r;
+                const char *why = NULL;
+                encode(buf, sizeof buf, types[t],
+                       types[t] == CR__REC_ENTRY ? CR_ENTRY_COMMAND : 0, 3, 1,
+                       0);
+                assert_int_equal(cr__rec_decode(buf, sizeof buf, &r, &why),
+                                 CR__REC_OK);
+                buf[b] ^= (uint8_t)(1u << bit);
+                cr__put32(buf, cr_crc32c(0, buf + 4, CR__REC_HEADER - 4));
+                assert_int_equal(cr__rec_decode(buf, sizeof buf, &r, &why),
+                                 CR__REC_BAD);
+            }
+        }
+    }
 }
 
 /* Re-encodes buf's CRC after a deliberate change, so that only the
@@ -193,12 +267,29 @@ static void record_decode_rejects(void **state)
     struct cr__rec r;
     const char *why = NULL;
     (void)state;
-    /* Zeros, and too little room for a header: the end. */
+    /* Zeros, whole or fewer than a header: the end. */
     memset(buf, 0, sizeof buf);
     assert_int_equal(cr__rec_decode(buf, sizeof buf, &r, &why), CR__REC_END);
-    encode(buf, sizeof buf, CR__REC_COMMIT, 0, 9, 1, 0);
-    for (size_t avail = 0; avail < CR__REC_HEADER; avail++) {
+    for (size_t avail = 0; avail <= CR__REC_HEADER; avail++) {
         assert_int_equal(cr__rec_decode(buf, avail, &r, &why), CR__REC_END);
+    }
+    /* Fewer than a header's bytes that are not all zeros: a partial
+     * header, bad (a torn tail at the end of the log). */
+    encode(buf, sizeof buf, CR__REC_COMMIT, 0, 9, 1, 0);
+    assert_int_equal(cr__rec_decode(buf, 0, &r, &why), CR__REC_END);
+    for (size_t avail = 1; avail < CR__REC_HEADER; avail++) {
+        bool zeros = true;
+        for (size_t i = 0; i < avail; i++) {
+            zeros = zeros && buf[i] == 0;
+        }
+        assert_int_equal(cr__rec_decode(buf, avail, &r, &why),
+                         zeros ? CR__REC_END : CR__REC_BAD);
+    }
+    memset(buf, 0, sizeof buf);
+    for (size_t avail = 1; avail < CR__REC_HEADER; avail++) {
+        buf[avail - 1] = 0x01;
+        assert_int_equal(cr__rec_decode(buf, avail, &r, &why), CR__REC_BAD);
+        buf[avail - 1] = 0;
     }
     /* A payload longer than what is left. */
     encode(buf, sizeof buf, CR__REC_ENTRY, CR_ENTRY_COMMAND, 9, 1, 40);
@@ -233,9 +324,28 @@ static void record_decode_rejects(void **state)
     assert_int_equal(cr__rec_decode(buf, sizeof buf, &r, &why), CR__REC_BAD);
     encode(buf, sizeof buf, CR__REC_RESET, 0, 1, 1, 8);
     assert_int_equal(cr__rec_decode(buf, sizeof buf, &r, &why), CR__REC_BAD);
+    /* A batch header has no payload and no entry type, a body length
+     * (never 0) and a 32-bit CRC. */
+    encode(buf, sizeof buf, CR__REC_BATCH, 0, 8, 0xffffffffu, 0);
+    assert_int_equal(cr__rec_decode(buf, sizeof buf, &r, &why), CR__REC_OK);
+    assert_int_equal(r.type, CR__REC_BATCH);
+    encode(buf, sizeof buf, CR__REC_BATCH, 0, 8, 1, 8);
+    assert_int_equal(cr__rec_decode(buf, sizeof buf, &r, &why), CR__REC_BAD);
+    encode(buf, sizeof buf, CR__REC_BATCH, CR_ENTRY_COMMAND, 8, 1, 0);
+    assert_int_equal(cr__rec_decode(buf, sizeof buf, &r, &why), CR__REC_BAD);
+    encode(buf, sizeof buf, CR__REC_BATCH, 0, 0, 1, 0);
+    assert_int_equal(cr__rec_decode(buf, sizeof buf, &r, &why), CR__REC_BAD);
+    encode(buf, sizeof buf, CR__REC_BATCH, 0, 8, 0x100000000ull, 0);
+    assert_int_equal(cr__rec_decode(buf, sizeof buf, &r, &why), CR__REC_BAD);
+    /* Commit, truncate and reset records have no entry type. */
+    for (unsigned t = CR__REC_COMMIT; t <= CR__REC_RESET; t++) {
+        encode(buf, sizeof buf, (enum cr__rec_type)t, CR_ENTRY_NOOP, 1, 1, 0);
+        assert_int_equal(cr__rec_decode(buf, sizeof buf, &r, &why),
+                         CR__REC_BAD);
+    }
     /* Unknown record types, even with a good CRC. */
     for (unsigned t = 0; t < 256; t++) {
-        if (t >= CR__REC_ENTRY && t <= CR__REC_RESET) {
+        if (t >= CR__REC_ENTRY && t <= CR__REC_BATCH) {
             continue;
         }
         encode(buf, sizeof buf, CR__REC_COMMIT, 0, 1, 1, 0);
@@ -244,6 +354,103 @@ static void record_decode_rejects(void **state)
         assert_int_equal(cr__rec_decode(buf, sizeof buf, &r, &why),
                          CR__REC_BAD);
     }
+}
+
+/* ---------------------------------------------------------------------------
+ * Batches
+ * ------------------------------------------------------------------------- */
+
+/* A batch as the writer makes it: a header, then a body of whole records
+ * of every type. Returns the batch's size (header and body). */
+static size_t make_batch(uint8_t *buf, size_t cap, size_t *body_len)
+{
+    uint8_t payload[64];
+    uint8_t *body = buf + CR__REC_HEADER;
+    size_t len = 0;
+    assert_true(cap >= CR__REC_HEADER + 512);
+    memset(buf, 0, cap);
+    for (unsigned i = 0; i < 5; i++) {
+        st_payload(payload, 13 * i, 20 + i, 3);
+        len += cr__rec_encode(body + len, CR__REC_ENTRY, CR_ENTRY_COMMAND,
+                              20 + i, 3, payload, 13 * i);
+    }
+    len += cr__rec_encode(body + len, CR__REC_TRUNCATE, 0, 24, 0, NULL, 0);
+    len += cr__rec_encode(body + len, CR__REC_COMMIT, 0, 23, 0, NULL, 0);
+    len += cr__rec_encode(body + len, CR__REC_RESET, 0, 40, 3, NULL, 0);
+    assert_int_equal(cr__batch_encode(buf, body, len), CR__REC_HEADER);
+    *body_len = len;
+    return CR__REC_HEADER + len;
+}
+
+/* The header of a batch is a record of type CR__REC_BATCH whose index is
+ * the body's length and whose term is its CRC32C; the batch is valid with
+ * exactly its bytes or more, not with one byte less. */
+static void batch_round_trip(void **state)
+{
+    uint8_t buf[1024];
+    struct cr__rec r;
+    const char *why = NULL;
+    size_t len;
+    size_t size = make_batch(buf, sizeof buf, &len);
+    (void)state;
+    assert_int_equal(len % 8, 0);
+    assert_int_equal(cr__rec_decode(buf, sizeof buf, &r, &why), CR__REC_OK);
+    assert_int_equal(r.type, CR__REC_BATCH);
+    assert_int_equal(r.len, 0);
+    assert_int_equal(r.size, CR__REC_HEADER);
+    assert_int_equal(r.index, len);
+    assert_int_equal(r.term, cr_crc32c(0, buf + CR__REC_HEADER, len));
+    assert_true(cr__batch_valid(buf, sizeof buf));
+    assert_true(cr__batch_valid(buf, size));
+    for (size_t avail = 0; avail < size; avail++) {
+        assert_false(cr__batch_valid(buf, avail));
+    }
+    /* The records of the body decode one after the other to its end. */
+    {
+        size_t off = CR__REC_HEADER;
+        unsigned n = 0;
+        while (off < size) {
+            assert_int_equal(cr__rec_decode(buf + off, size - off, &r, &why),
+                             CR__REC_OK);
+            assert_true(r.type != CR__REC_BATCH);
+            off += r.size;
+            n++;
+        }
+        assert_int_equal(off, size);
+        assert_int_equal(n, 8);
+    }
+    /* A record of another type is no batch header, even with a body
+     * after it that would match. */
+    {
+        uint8_t other[CR__REC_HEADER + 64];
+        encode(other, sizeof other, CR__REC_COMMIT, 0, 8, 0, 0);
+        assert_false(cr__batch_valid(other, sizeof other));
+        memset(other, 0, sizeof other);
+        assert_false(cr__batch_valid(other, sizeof other));
+    }
+    /* An empty body is not a batch. */
+    assert_int_equal(cr__batch_encode(buf, NULL, 0), CR__REC_HEADER);
+    assert_false(cr__batch_valid(buf, sizeof buf));
+}
+
+/* Every single-bit flip in a batch, in its header or anywhere in its
+ * body, makes it invalid. */
+static void batch_every_bit_flip_detected(void **state)
+{
+    uint8_t buf[1024];
+    size_t len;
+    size_t size = make_batch(buf, sizeof buf, &len);
+    (void)state;
+    for (size_t i = 0; i < size; i++) {
+        for (unsigned bit = 0; bit < 8; bit++) {
+            buf[i] ^= (uint8_t)(1u << bit);
+            if (cr__batch_valid(buf, sizeof buf)) {
+                fail_msg("a flip of bit %u at %zu is not seen", bit, i);
+            }
+            buf[i] ^= (uint8_t)(1u << bit);
+        }
+    }
+    assert_true(cr__batch_valid(buf, sizeof buf));
 }
 
 /* ---------------------------------------------------------------------------
@@ -298,8 +505,9 @@ static void meta_round_trip(void **state)
     assert_int_equal(cr__meta_decode(buf, sizeof buf, &out), CR_ECORRUPT);
 }
 
-/* Every bit flip in the checked part of a metadata file (magic, fields,
- * version, CRC: bytes 0-47) is detected. */
+/* Every bit flip anywhere in a metadata file is detected: in the part its
+ * CRC covers (bytes 0-43), in the CRC, and in the reserved zeros (bytes
+ * 48-63, checked to be zero). */
 static void meta_every_bit_flip_detected(void **state)
 {
     struct cr__meta m = {.seq = 5, .term = 8, .vote = 2, .cluster_id = 42};
@@ -307,7 +515,7 @@ static void meta_every_bit_flip_detected(void **state)
     struct cr__meta out;
     (void)state;
     cr__meta_encode(buf, &m);
-    for (size_t b = 0; b < 48; b++) {
+    for (size_t b = 0; b < CR__META_SIZE; b++) {
         for (unsigned bit = 0; bit < 8; bit++) {
             buf[b] ^= (uint8_t)(1u << bit);
             assert_int_equal(cr__meta_decode(buf, sizeof buf, &out),
@@ -315,10 +523,11 @@ static void meta_every_bit_flip_detected(void **state)
             buf[b] ^= (uint8_t)(1u << bit);
         }
     }
+    assert_int_equal(cr__meta_decode(buf, sizeof buf, &out), 0);
 }
 
-/* BUG? Bytes 48-63 of a metadata file are documented as zeros but are
- * neither checksummed nor checked: a flip there is accepted silently. */
+/* Bytes 48-63 of a metadata file are zeros, and checked: any other value
+ * there is refused although the CRC (of bytes 0-43) matches. */
 static void meta_reserved_flip_detected(void **state)
 {
     struct cr__meta m = {.seq = 5, .term = 8, .vote = 2, .cluster_id = 42};
@@ -327,12 +536,17 @@ static void meta_reserved_flip_detected(void **state)
     unsigned accepted = 0;
     (void)state;
     cr__meta_encode(buf, &m);
+    for (size_t b = 44; b < CR__META_SIZE; b++) {
+        assert_int_equal(buf[b] == 0, b >= 48);
+    }
     for (size_t b = 48; b < CR__META_SIZE; b++) {
-        buf[b] ^= 0x10;
-        if (cr__meta_decode(buf, sizeof buf, &out) == 0) {
-            accepted++;
+        for (unsigned v = 1; v < 256; v++) {
+            buf[b] = (uint8_t)v;
+            if (cr__meta_decode(buf, sizeof buf, &out) == 0) {
+                accepted++;
+            }
+            buf[b] = 0;
         }
-        buf[b] ^= 0x10;
     }
     assert_int_equal(accepted, 0);
 }
@@ -739,7 +953,11 @@ int main(int argc, char **argv)
         cmocka_unit_test(record_round_trip),
         cmocka_unit_test(record_every_bit_flip_detected),
         cmocka_unit_test(record_padding_flip_detected),
+        cmocka_unit_test(record_cut_in_padding_is_whole),
+        cmocka_unit_test(record_reserved_header_bytes_checked),
         cmocka_unit_test(record_decode_rejects),
+        cmocka_unit_test(batch_round_trip),
+        cmocka_unit_test(batch_every_bit_flip_detected),
         cmocka_unit_test(segment_header_round_trip),
         cmocka_unit_test(meta_round_trip),
         cmocka_unit_test(meta_every_bit_flip_detected),
