@@ -1200,6 +1200,30 @@ int fs_fault_file_size(struct fs_fault *f, const char *path, uint64_t *len)
     return rv;
 }
 
+void fs_fault_names(struct fs_fault *f,
+                    const char *dir,
+                    void (*fn)(void *arg, const char *name),
+                    void *arg)
+{
+    struct dir *d;
+    char(*names)[FF_NAME] = NULL;
+    unsigned n = 0;
+    pthread_mutex_lock(&f->mu);
+    d = dir_find(f, dir);
+    if (d != NULL) {
+        n = d->cur.n;
+        names = xrealloc(NULL, (n + 1) * sizeof *names);
+        for (unsigned i = 0; i < n; i++) {
+            memcpy(names[i], d->cur.e[i].name, FF_NAME);
+        }
+    }
+    pthread_mutex_unlock(&f->mu);
+    for (unsigned i = 0; i < n; i++) {
+        fn(arg, names[i]);
+    }
+    free(names);
+}
+
 unsigned fs_fault_count_names(struct fs_fault *f,
                               const char *dir,
                               const char *prefix)

@@ -135,6 +135,11 @@ int fs_fault_flip(struct fs_fault *f,
 int fs_fault_truncate(struct fs_fault *f, const char *path, uint64_t len);
 int fs_fault_remove(struct fs_fault *f, const char *path);
 int fs_fault_file_size(struct fs_fault *f, const char *path, uint64_t *len);
+/* Calls fn with the name of every current entry of dir (in no order). */
+void fs_fault_names(struct fs_fault *f,
+                    const char *dir,
+                    void (*fn)(void *arg, const char *name),
+                    void *arg);
 /* How many current entries of dir start with prefix. */
 unsigned fs_fault_count_names(struct fs_fault *f,
                               const char *dir,

@@ -456,6 +456,90 @@ void st_seg_path(char *buf, size_t len, uint64_t seq)
     snprintf(buf, len, "%s/wal-%016" PRIu64, ST_DIR, seq);
 }
 
+uint64_t st_scan_segment(const uint8_t *buf,
+                         size_t len,
+                         uint64_t seq,
+                         struct st_rec *out,
+                         unsigned max,
+                         unsigned *n)
+{
+    uint64_t off = CR__SEG_HEADER;
+    while (off < len && cr__batch_valid(buf + off, len - off)) {
+        uint64_t body = off + CR__REC_HEADER;
+        uint64_t end = body + cr__get64(buf + off + 16);
+        uint64_t at = body;
+        while (at < end) {
+            struct cr__rec r;
+            const char *why = "";
+            if (cr__rec_decode(buf + at, (size_t)(end - at), &r, &why) !=
+                    CR__REC_OK ||
+                r.type == CR__REC_BATCH) {
+                fail_msg("segment %" PRIu64 " offset %" PRIu64
+                         ": a bad record (%s) in a valid batch",
+                         seq, at, why);
+            }
+            assert_true(*n < max);
+            out[*n].seg = seq;
+            out[*n].batch = off;
+            out[*n].batch_end = end;
+            out[*n].off = at;
+            out[*n].size = r.size;
+            out[*n].type = r.type;
+            out[*n].etype = r.etype;
+            out[*n].index = r.index;
+            out[*n].term = r.term;
+            out[*n].len = r.len;
+            (*n)++;
+            at += r.size;
+        }
+        off = end;
+    }
+    return off;
+}
+
+unsigned st_scan(struct fs_fault *ff, struct st_rec *out, unsigned max)
+{
+    unsigned n = 0;
+    uint64_t newest = st_newest_segment(ff);
+    for (uint64_t seq = 1; seq <= newest; seq++) {
+        char path[64];
+        uint8_t *buf;
+        size_t len;
+        st_seg_path(path, sizeof path, seq);
+        if (fs_fault_read(ff, path, &buf, &len) != 0) {
+            continue;
+        }
+        (void)st_scan_segment(buf, len, seq, out, max, &n);
+        free(buf);
+    }
+    return n;
+}
+
+static void on_seg_name(void *arg, const char *name)
+{
+    uint64_t *newest = arg;
+    uint64_t seq = 0;
+    if (strncmp(name, "wal-", 4) != 0) {
+        return;
+    }
+    for (const char *p = name + 4; *p != '\0'; p++) {
+        if (*p < '0' || *p > '9') {
+            return;
+        }
+        seq = seq * 10 + (uint64_t)(*p - '0');
+    }
+    if (seq > *newest) {
+        *newest = seq;
+    }
+}
+
+uint64_t st_newest_segment(struct fs_fault *ff)
+{
+    uint64_t newest = 0;
+    fs_fault_names(ff, ST_DIR, on_seg_name, &newest);
+    return newest;
+}
+
 bool st_contains(const char *haystack, const char *needle)
 {
     return strstr(haystack, needle) != NULL;

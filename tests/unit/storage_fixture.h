@@ -26,6 +26,7 @@
 
 #include "craft/storage.h"
 #include "fs_fault.h"
+#include "storage_impl.h"
 
 /* The data directory of tests on the fault file system. */
 #define ST_DIR "data"
@@ -137,6 +138,39 @@ int st_submit_wait(struct cr_storage *s,
 
 /* Name of segment seq in ST_DIR ("data/wal-000...0seq"). */
 void st_seg_path(char *buf, size_t len, uint64_t seq);
+
+/* A record on the disk, inside a valid batch (storage_impl.h: every record
+ * is written in a batch, a header record then the body). */
+struct st_rec
+{
+    uint64_t seg;       /* the segment's sequence number */
+    uint64_t batch;     /* offset of its batch's header */
+    uint64_t batch_end; /* offset right after its batch */
+    uint64_t off;       /* its own offset */
+    size_t size;        /* the bytes it takes, padding included */
+    enum cr__rec_type type;
+    enum cr_entry_type etype;
+    cr_index index;
+    cr_term term;
+    uint32_t len;
+};
+
+/* Walks the valid batches of a segment's bytes from its header on, up to
+ * the first thing that is not a valid batch, and appends the records of
+ * their bodies to out (*n of max used). Returns the offset where the walk
+ * stopped. A record of a valid batch that does not decode fails the
+ * test. */
+uint64_t st_scan_segment(const uint8_t *buf,
+                         size_t len,
+                         uint64_t seq,
+                         struct st_rec *out,
+                         unsigned max,
+                         unsigned *n);
+/* The records of every segment of ST_DIR (current bytes), in order;
+ * returns how many. */
+unsigned st_scan(struct fs_fault *ff, struct st_rec *out, unsigned max);
+/* The highest sequence number of a segment of ST_DIR, 0 if none. */
+uint64_t st_newest_segment(struct fs_fault *ff);
 
 bool st_contains(const char *haystack, const char *needle);
 
