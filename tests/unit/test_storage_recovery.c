@@ -1,11 +1,18 @@
 /* Recovery of a data directory (src/storage/recovery.c, storage.c):
  * open/submit/close/reopen round trips, snapshot installs and compaction,
- * the log cut at every byte of its last record, flipped bits in every kind
- * of record and file, and what cr_storage_open says about each: a torn
- * tail of the newest segment is cut with a warning naming the file and
- * offset; any other damage is refused with CR_ECORRUPT and a message
- * naming the file, the offset and what to do (storage.h). Also CR_EBUSY,
- * CR_ECLUSTER, read-only inspection. */
+ * the log cut at every byte of its last record and at every record
+ * boundary, flipped bits in every kind of record and file, holes, and what
+ * cr_storage_open says about each.
+ *
+ * The rules (storage_impl.h): records are written in batches, a header
+ * checksumming the body, one per group commit and segment, a batch only
+ * once the one before it is durable. A bad last batch of the newest
+ * segment that no valid batch follows is a torn tail: it is cut keeping
+ * the whole records at the start of its body, with rec.torn and a warning
+ * naming the file and where the cut starts. Any other damage (a bad batch
+ * that a valid one follows, anything in a closed segment) is refused with
+ * CR_ECORRUPT and a message naming the file, the offset and what to do.
+ * Also CR_EBUSY, CR_ECLUSTER, read-only inspection. */
 #define _POSIX_C_SOURCE 200809L
 
 #include <dirent.h>
@@ -204,49 +211,11 @@ static void rfx_check(struct rfx *f, cr_index lo)
  * Reading what is on the disk
  * ------------------------------------------------------------------------- */
 
-struct rpos
+/* The records of every segment, walking their batches, in order (each with
+ * its offset and its batch's). */
+static unsigned scan(struct rfx *f, struct st_rec *out, unsigned max)
 {
-    uint64_t seg;
-    uint64_t off;
-    size_t size;
-    enum cr__rec_type type;
-    cr_index index;
-    uint32_t len;
-};
-
-/* The records of every segment, in order. */
-static unsigned scan(struct rfx *f, struct rpos *out, unsigned max)
-{
-    unsigned n = 0;
-    for (uint64_t seq = 1; seq < 256; seq++) {
-        char path[64];
-        uint8_t *buf;
-        size_t len;
-        uint64_t off = CR__SEG_HEADER;
-        st_seg_path(path, sizeof path, seq);
-        if (fs_fault_read(f->ff, path, &buf, &len) != 0) {
-            continue;
-        }
-        for (;;) {
-            struct cr__rec r;
-            const char *why;
-            if (off >= len ||
-                cr__rec_decode(buf + off, len - off, &r, &why) != CR__REC_OK) {
-                break;
-            }
-            assert_true(n < max);
-            out[n].seg = seq;
-            out[n].off = off;
-            out[n].size = cr__rec_size(r.len);
-            out[n].type = r.type;
-            out[n].index = r.index;
-            out[n].len = r.len;
-            n++;
-            off += cr__rec_size(r.len);
-        }
-        free(buf);
-    }
-    return n;
+    return st_scan(f->ff, out, max);
 }
 
 static unsigned n_segments(struct rfx *f)
@@ -265,7 +234,7 @@ static void restore_files(struct rfx *f, const struct st_saved *sv)
 }
 
 /* Checks that msg names the path and, if off is not UINT64_MAX, the
- * offset, and says what to do. */
+ * offset. */
 static void assert_names(const char *msg, const char *path, uint64_t off)
 {
     char where[64];
@@ -273,13 +242,18 @@ static void assert_names(const char *msg, const char *path, uint64_t off)
         fail_msg("\"%s\" does not name %s", msg, path);
     }
     if (off != UINT64_MAX) {
-        snprintf(where, sizeof where, "offset %" PRIu64, off);
+        snprintf(where, sizeof where, "offset %" PRIu64 ":", off);
         if (!st_contains(msg, where)) {
-            fail_msg("\"%s\" does not name the %s", msg, where);
+            snprintf(where, sizeof where, "offset %" PRIu64 ")", off);
+        }
+        if (!st_contains(msg, where)) {
+            fail_msg("\"%s\" does not name the offset %" PRIu64, msg, off);
         }
     }
 }
 
+/* Opening is refused with CR_ECORRUPT and a message naming the path, the
+ * offset (unless UINT64_MAX) and what to do. */
 static void assert_refused(struct rfx *f, const char *path, uint64_t off)
 {
     int rv = rfx_open(f);
@@ -291,6 +265,50 @@ static void assert_refused(struct rfx *f, const char *path, uint64_t off)
     if (!st_contains(f->errmsg, "restore")) {
         fail_msg("\"%s\" does not say what to do", f->errmsg);
     }
+}
+
+/* The open that just happened cut a torn tail of path at off: rec.torn,
+ * and a warning naming both. */
+static void assert_torn(struct rfx *f, const char *path, uint64_t off)
+{
+    if (!f->rec.torn) {
+        fail_msg("no torn tail reported (%s at offset %" PRIu64 " expected)",
+                 path, off);
+    }
+    assert_names(f->rec.warning, path, off);
+}
+
+/* The bytes of path from `from` to its end are zeros. */
+static void assert_zeros_from(struct rfx *f, const char *path, uint64_t from)
+{
+    uint8_t *buf;
+    size_t len;
+    assert_int_equal(fs_fault_read(f->ff, path, &buf, &len), 0);
+    for (uint64_t k = from; k < len; k++) {
+        if (buf[k] != 0) {
+            free(buf);
+            fail_msg("%s: byte %" PRIu64
+                     " is not zero (the cut starts at "
+                     "%" PRIu64 ")",
+                     path, k, from);
+        }
+    }
+    free(buf);
+}
+
+/* Writes len zeros at off of path (as a lost write leaves them). */
+static void zero_range(struct rfx *f,
+                       const char *path,
+                       uint64_t off,
+                       uint64_t len)
+{
+    uint8_t *buf;
+    size_t size;
+    assert_int_equal(fs_fault_read(f->ff, path, &buf, &size), 0);
+    assert_true(off + len <= size);
+    memset(buf + off, 0, (size_t)len);
+    assert_int_equal(fs_fault_write(f->ff, path, buf, size), 0);
+    free(buf);
 }
 
 /* ---------------------------------------------------------------------------
@@ -329,12 +347,10 @@ static void fresh_directory(void **state)
     assert_int_equal(n_segments(f), 0);
 }
 
-/* BUG? Reopening a directory that holds metadata but no segment yet (a
- * node restarted before its first write) calls qsort(NULL, 0, ...) in
- * cr__recover (recovery.c, "qsort(l.segs, l.n_segs, ...)" with no
- * segments listed): undefined behaviour, which the -DCR_SANITIZE=
- * address,undefined build turns into an abort. Kept near the end: under
- * that build the report ends the program. */
+/* Reopening a directory that holds metadata but no segment yet (a node
+ * restarted before its first write) recovers an empty log, and an update
+ * with nothing to write is accepted and never reported. (recovery.c once
+ * called qsort(NULL, 0, ...) here, which the sanitizers report.) */
 static void reopen_before_any_write(void **state)
 {
     struct rfx *f = *state;
@@ -546,7 +562,7 @@ static void snapshot_install(void **state)
 static void compaction(void **state)
 {
     struct rfx *f = *state;
-    struct rpos recs[1024];
+    static struct st_rec recs[1024];
     unsigned n, before;
     uint64_t first_seg;
     assert_int_equal(rfx_open(f), 0);
@@ -599,158 +615,194 @@ static void compaction(void **state)
  * The log cut short
  * ------------------------------------------------------------------------- */
 
-/* A log whose last record is an entry of `len` bytes (with padding if
- * len % 8 != 0), in the second segment or later; returns its position. */
-static struct rpos write_log_ending_with_entry(struct rfx *f)
+/* A log whose last update wrote entries 41-43 of a new term (43 with a
+ * payload of more than 40 bytes that needs padding) and a commit record,
+ * in one batch, the last of a segment after the first. Returns the commit
+ * record's position; scan() shows the rest. */
+static struct st_rec write_log_ending_with_entry(struct rfx *f)
 {
-    struct rpos recs[256];
+    struct st_rec recs[256];
     unsigned n;
     assert_int_equal(rfx_open(f), 0);
     rfx_fill(f, 40, 1);
     f->commit_before = f->commit;
-    /* An entry with a payload that needs padding. */
     for (cr_term t = 2;; t++) {
-        size_t len = st_payload_len(41, t);
+        size_t len = st_payload_len(43, t);
         if (len % 8 != 0 && len > 40 &&
-            st_entry_type(41, t) == CR_ENTRY_COMMAND) {
-            rfx_append(f, 41, 1, t, 40);
+            st_entry_type(43, t) == CR_ENTRY_COMMAND) {
+            rfx_append(f, 41, 3, t, 40);
             break;
         }
     }
     rfx_close(f);
     n = scan(f, recs, 256);
-    assert_true(n > 0);
+    assert_true(n > 5);
     assert_true(recs[n - 1].seg >= 2);
-    /* The commit record comes after the entry in the same update. */
+    /* One batch: the three entries, then the commit record of the same
+     * update; another batch before it. */
     assert_int_equal(recs[n - 1].type, CR__REC_COMMIT);
-    assert_int_equal(recs[n - 2].type, CR__REC_ENTRY);
+    assert_int_equal(recs[n - 1].index, 40);
+    for (unsigned i = 2; i <= 4; i++) {
+        assert_int_equal(recs[n - i].type, CR__REC_ENTRY);
+        assert_int_equal(recs[n - i].index, 45 - i);
+        assert_int_equal(recs[n - i].batch, recs[n - 1].batch);
+    }
+    assert_int_equal(recs[n - 4].off, recs[n - 1].batch + CR__REC_HEADER);
+    assert_int_equal(recs[n - 1].batch_end, recs[n - 1].off + recs[n - 1].size);
+    assert_true(recs[n - 5].seg != recs[n - 1].seg ||
+                recs[n - 5].batch_end == recs[n - 1].batch);
     return recs[n - 1];
 }
 
-/* Cut at every record boundary of the last segment: recovery yields
- * exactly the records before the cut, and nothing is torn. */
+/* Cut at every batch and record boundary of the last segment (the file
+ * ends there): recovery yields exactly the records before the cut. A cut
+ * between batches is a clean end; one inside a batch (between two of its
+ * records) cuts the batch short: a torn tail, whose whole leading records
+ * are kept, with a warning naming the file and the cut (the batch's own
+ * offset when none of its records is left). Cut once, the log reopens
+ * clean. */
 static void truncate_at_record_boundaries(void **state)
 {
     struct rfx *f = *state;
-    struct rpos recs[256];
+    struct st_rec recs[256];
+    uint64_t cuts[600];
     char path[64];
     uint8_t *orig;
     size_t len;
-    unsigned n;
-    cr_index last = 0;
+    unsigned n, n_cuts = 0;
+    uint64_t seg;
     (void)write_log_ending_with_entry(f);
     n = scan(f, recs, 256);
-    st_seg_path(path, sizeof path, recs[n - 1].seg);
+    seg = recs[n - 1].seg;
+    st_seg_path(path, sizeof path, seg);
     assert_int_equal(fs_fault_read(f->ff, path, &orig, &len), 0);
     for (unsigned i = 0; i < n; i++) {
-        if (recs[i].seg != recs[n - 1].seg) {
+        if (recs[i].seg != seg) {
             continue;
         }
-        /* Cut right before record i: the file ends there. */
-        assert_int_equal(fs_fault_write(f->ff, path, orig, recs[i].off), 0);
-        assert_int_equal(rfx_open(f), 0);
-        assert_false(f->rec.torn);
-        last = 0;
-        for (unsigned j = 0; j < i; j++) {
-            if (recs[j].type == CR__REC_ENTRY) {
-                last = recs[j].index;
+        if (recs[i].off == recs[i].batch + CR__REC_HEADER) {
+            cuts[n_cuts++] = recs[i].batch;
+        }
+        cuts[n_cuts++] = recs[i].off;
+    }
+    cuts[n_cuts++] = recs[n - 1].batch_end;
+    assert_true(n_cuts > 8);
+    for (unsigned c = 0; c < n_cuts; c++) {
+        uint64_t cut = cuts[c];
+        uint64_t batch = 0;
+        bool inside = false;
+        cr_index last = 0, commit = 0;
+        for (unsigned j = 0; j < n; j++) {
+            if (recs[j].seg < seg || recs[j].off + recs[j].size <= cut) {
+                if (recs[j].type == CR__REC_ENTRY) {
+                    last = recs[j].index;
+                }
+                if (recs[j].type == CR__REC_COMMIT && recs[j].index > commit) {
+                    commit = recs[j].index;
+                }
+            }
+            if (recs[j].seg == seg && recs[j].batch < cut &&
+                cut < recs[j].batch_end) {
+                inside = true;
+                batch = recs[j].batch;
             }
         }
+        assert_int_equal(fs_fault_write(f->ff, path, orig, (size_t)cut), 0);
+        assert_int_equal(rfx_open(f), 0);
+        if (f->rec.torn != inside) {
+            fail_msg("cut at %" PRIu64 ": torn %d (%s)", cut, f->rec.torn,
+                     f->rec.warning);
+        }
+        if (inside) {
+            assert_torn(f, path, cut == batch + CR__REC_HEADER ? batch : cut);
+        }
         assert_int_equal(st_last_index(&f->rec), last);
+        assert_int_equal(f->rec.hs.commit, commit);
         for (cr_index k = 1; k <= last; k++) {
             assert_true(st_entry_ok(&f->rec, k, f->terms[k]));
         }
+        rfx_close(f);
+        assert_int_equal(rfx_open(f), 0);
+        assert_false(f->rec.torn);
+        assert_int_equal(st_last_index(&f->rec), last);
+        assert_int_equal(f->rec.hs.commit, commit);
         rfx_close(f);
     }
     /* The whole file: everything. */
     assert_int_equal(fs_fault_write(f->ff, path, orig, len), 0);
     assert_int_equal(rfx_open(f), 0);
+    assert_false(f->rec.torn);
     rfx_check(f, 1);
     free(orig);
 }
 
 /* Cut at every byte of the last entry record (header and payload; the
- * file ends at the cut): recovery yields exactly the records before it,
- * and says a torn tail was cut whenever part of the record was there.
- * (A cut after the payload, in its padding, is the last test; a cut at the
- * record's end is truncate_at_record_boundaries.)
- *
- * BUG? When fewer than 32 bytes of the record (a partial header) are left,
- * recovery takes them for the end of the log: rec.torn stays false and no
- * warning is given, although storage.h says a partial record is cut off
- * with a warning (recovery.c: cr__rec_decode's "no room for a record
- * header" is CR__REC_END, and replay_segment cuts only CR__REC_BAD). */
+ * file ends at the cut): recovery yields exactly the records before it
+ * (entries 41 and 42, at the start of the same batch, are kept), and says
+ * a torn tail was cut at the entry's offset, fewer than 32 bytes of its
+ * header left included (a partial header). Cut once, the log reopens
+ * clean. (A cut in its padding is truncate_in_padding_of_last_record; one
+ * at its start, truncate_at_record_boundaries.) */
 static void truncate_every_offset_of_last_record(void **state)
 {
     struct rfx *f = *state;
-    struct rpos recs[256];
-    struct rpos e;
+    struct st_rec recs[256];
+    struct st_rec e;
     char path[64];
-    char bad[CR_ERRMSG_SIZE] = "";
     uint8_t *orig;
     size_t len;
-    unsigned n, n_bad = 0;
+    unsigned n;
     (void)write_log_ending_with_entry(f);
     n = scan(f, recs, 256);
-    e = recs[n - 2]; /* the entry; the commit after it goes too */
+    e = recs[n - 2]; /* entry 43; the commit after it goes too */
+    assert_int_equal(e.index, 43);
     st_seg_path(path, sizeof path, e.seg);
     assert_int_equal(fs_fault_read(f->ff, path, &orig, &len), 0);
     for (uint64_t cut = e.off + 1; cut < e.off + CR__REC_HEADER + e.len;
          cut++) {
         assert_int_equal(fs_fault_write(f->ff, path, orig, (size_t)cut), 0);
         assert_int_equal(rfx_open(f), 0);
+        assert_torn(f, path, e.off);
         /* The records before the cut, exactly. */
-        assert_int_equal(st_last_index(&f->rec), 40);
+        assert_int_equal(st_last_index(&f->rec), 42);
         assert_int_equal(f->rec.first, 1);
         assert_int_equal(f->rec.hs.commit, f->commit_before);
-        for (cr_index k = 1; k <= 40; k++) {
+        for (cr_index k = 1; k <= 42; k++) {
             assert_true(st_entry_ok(&f->rec, k, f->terms[k]));
         }
-        if (!f->rec.torn) {
-            if (n_bad++ < 40) {
-                snprintf(bad + strlen(bad), sizeof bad - strlen(bad),
-                         " %" PRIu64, cut - e.off);
-            }
-            rfx_close(f);
-            continue;
-        }
-        assert_names(f->rec.warning, path, e.off);
         rfx_close(f);
         /* Cut once, the log reopens clean. */
         assert_int_equal(rfx_open(f), 0);
         assert_false(f->rec.torn);
-        assert_int_equal(st_last_index(&f->rec), 40);
+        assert_int_equal(st_last_index(&f->rec), 42);
+        assert_int_equal(f->rec.hs.commit, f->commit_before);
         rfx_close(f);
     }
     free(orig);
-    if (n_bad > 0) {
-        fail_msg(
-            "no torn tail reported for %u cuts (bytes of the record "
-            "left:%s)",
-            n_bad, bad);
-    }
 }
 
-/* A torn write in a preallocated segment: the record's first bytes made
- * it, the rest of the file is zeros. At every byte of the last entry the
- * records before it come back, the tail is cut (zeroed) with a warning
- * naming the file and offset, and writing goes on after it. */
+/* A torn write in a preallocated segment: the last batch's first bytes
+ * made it, up to a byte of entry 43, and the rest of the file is zeros.
+ * At every byte of the entry the records before it come back (41 and 42,
+ * and 43 once its payload is whole), the commit record after it never
+ * (the batch is torn in any case: its checksum fails), the tail is cut
+ * (the batch header rewritten to cover the records kept, the rest zeroed)
+ * with a warning naming the file and where the cut starts, and writing
+ * goes on after it. */
 static void torn_write_every_offset_of_last_record(void **state)
 {
     struct rfx *f = *state;
-    struct rpos recs[256];
-    struct rpos e;
+    struct st_rec recs[256];
+    struct st_rec e;
     struct st_saved sv;
     char path[64];
     uint8_t *orig, *copy;
     size_t len;
     unsigned n;
-    cr_term t41, term;
-    cr_index commit;
+    cr_term t43, term;
     (void)write_log_ending_with_entry(f);
-    t41 = f->terms[41];
+    t43 = f->terms[43];
     term = f->term;
-    commit = f->commit;
     n = scan(f, recs, 256);
     e = recs[n - 2];
     st_seg_path(path, sizeof path, e.seg);
@@ -760,41 +812,30 @@ static void torn_write_every_offset_of_last_record(void **state)
     assert_non_null(copy);
     for (uint64_t cut = e.off; cut <= e.off + e.size; cut++) {
         bool complete = cut >= e.off + CR__REC_HEADER + e.len;
-        bool nonzero = false;
-        uint8_t *back;
-        size_t back_len;
+        uint64_t keep = complete ? e.off + e.size : e.off;
+        struct st_rec after[256];
+        unsigned n_after;
         restore_files(f, &sv);
         memcpy(copy, orig, len);
         memset(copy + cut, 0, len - cut);
-        for (uint64_t k = e.off; k < cut; k++) {
-            nonzero = nonzero || copy[k] != 0;
-        }
         assert_int_equal(fs_fault_write(f->ff, path, copy, len), 0);
-        /* The model: the entry if complete; the commit after it is gone
-         * in any case; term and vote were written after both. */
-        f->last = complete ? 41 : 40;
-        f->terms[41] = t41;
+        /* The model: 43 if complete; the commit after it is gone in any
+         * case; term and vote were written after the batch was. */
+        f->last = complete ? 43 : 42;
+        f->terms[43] = t43;
         f->commit = f->commit_before;
         f->term = term;
         assert_int_equal(rfx_open(f), 0);
         rfx_check(f, 1);
-        if (f->rec.torn != (!complete && nonzero)) {
-            fail_msg("cut at +%" PRIu64 ": torn %d", cut - e.off, f->rec.torn);
-        }
-        if (f->rec.torn) {
-            assert_names(f->rec.warning, path, e.off);
-        }
+        assert_torn(f, path, keep);
         rfx_close(f);
-        /* The cut zeroed what was torn. */
-        assert_int_equal(fs_fault_read(f->ff, path, &back, &back_len), 0);
-        assert_int_equal(back_len, len);
-        for (uint64_t k = complete ? e.off + e.size : e.off; k < len; k++) {
-            if (back[k] != 0) {
-                fail_msg("cut at +%" PRIu64 ": byte %" PRIu64 " not zeroed",
-                         cut - e.off, k);
-            }
-        }
-        free(back);
+        /* The cut zeroed what was torn, and the batch now ends where the
+         * records kept end. */
+        assert_zeros_from(f, path, keep);
+        n_after = scan(f, after, 256);
+        assert_int_equal(n_after, complete ? n - 1 : n - 2);
+        assert_int_equal(after[n_after - 1].batch, e.batch);
+        assert_int_equal(after[n_after - 1].batch_end, keep);
         /* Write one more entry where the tail was, and read it back. */
         assert_int_equal(rfx_open(f), 0);
         assert_false(f->rec.torn);
@@ -804,25 +845,31 @@ static void torn_write_every_offset_of_last_record(void **state)
         rfx_check(f, 1);
         rfx_close(f);
     }
-    (void)commit;
     free(copy);
     free(orig);
     st_saved_free(&sv);
 }
 
-/* BUG? A segment that ends inside the zero padding of its last record
- * (after the payload, before the next multiple of 8) makes recovery read
- * past the end of its buffer: replay_segment advances `off` by the padded
- * size beyond `size` and passes size - off (wrapped around) to
- * cr__rec_decode as the room left. Under AddressSanitizer this is a
- * heap-buffer-overflow; without it the outcome depends on the heap. The
- * expected outcome: the complete record is recovered and nothing is torn.
- * Kept last: under sanitizers the report ends the program. */
+/* A segment that ends inside the zero padding of entry 43 (after its
+ * payload, before the next multiple of 8): the entry is whole and comes
+ * back; the commit record after it in the batch is cut off, so the batch
+ * is torn (cut, with a warning). Cut once, the log reopens clean with
+ * entry 43, and writing goes on after it.
+ *
+ * BUG? The first open keeps entry 43 and cuts the batch at the end of the
+ * file, but cut_tail (recovery.c) rewrites the batch header to cover the
+ * body up to `keep`, the end of the file, which is not a multiple of 8:
+ * the batch's checksum now matches a body whose last record is cut short
+ * in its padding, and the next open refuses the directory ("a record cut
+ * short inside a batch whose checksum matches"). A log cut once must
+ * reopen clean: the kept body should end at the padded end of its last
+ * record (the missing padding written as zeros), so that the batch, and
+ * the writer's next one, stay aligned. */
 static void truncate_in_padding_of_last_record(void **state)
 {
     struct rfx *f = *state;
-    struct rpos recs[256];
-    struct rpos e;
+    struct st_rec recs[256];
+    struct st_rec e;
     char path[64];
     uint8_t *orig;
     size_t len;
@@ -835,11 +882,31 @@ static void truncate_in_padding_of_last_record(void **state)
     assert_int_equal(fs_fault_read(f->ff, path, &orig, &len), 0);
     for (uint64_t cut = e.off + CR__REC_HEADER + e.len; cut < e.off + e.size;
          cut++) {
+        int rv;
         assert_int_equal(fs_fault_write(f->ff, path, orig, (size_t)cut), 0);
         assert_int_equal(rfx_open(f), 0);
-        assert_int_equal(st_last_index(&f->rec), 41);
-        assert_true(st_entry_ok(&f->rec, 41, f->terms[41]));
+        assert_int_equal(st_last_index(&f->rec), 43);
+        assert_true(st_entry_ok(&f->rec, 43, f->terms[43]));
+        assert_int_equal(f->rec.hs.commit, f->commit_before);
+        assert_true(f->rec.torn);
+        assert_names(f->rec.warning, path, UINT64_MAX);
+        rfx_close(f);
+        rv = rfx_open(f);
+        if (rv != 0) {
+            fail_msg("cut at +%" PRIu64
+                     " of the entry: cut once, the log "
+                     "is refused: %s",
+                     cut - e.off, f->errmsg);
+        }
         assert_false(f->rec.torn);
+        assert_int_equal(st_last_index(&f->rec), 43);
+        assert_true(st_entry_ok(&f->rec, 43, f->terms[43]));
+        f->last = 43;
+        f->commit = f->commit_before;
+        rfx_append(f, 44, 1, f->term, f->commit);
+        rfx_reopen(f);
+        assert_false(f->rec.torn);
+        rfx_check(f, 1);
         rfx_close(f);
     }
     free(orig);
@@ -857,11 +924,16 @@ struct img_state
     cr_index last, commit, base;
 };
 
+/* Segments of records in batches, as the writer makes them: img_rec adds
+ * a record to the open batch of the last segment (opening one if none is
+ * open) and rewrites that batch's header to cover it; img_batch ends the
+ * batch, so that the next record starts another. */
 struct img
 {
     uint8_t seg[IMG_SEGS][ST_SEGMENT];
     size_t used[IMG_SEGS];
     unsigned n;
+    uint64_t open; /* the open batch's header in the last segment, 0: none */
     struct img_state st;
     cr_index reset_at;
 };
@@ -874,22 +946,33 @@ static void img_init(struct img *m)
     m->used[0] = CR__SEG_HEADER;
 }
 
+/* Ends the open batch; returns its offset (0 if none was open). */
+static uint64_t img_batch(struct img *m)
+{
+    uint64_t at = m->open;
+    m->open = 0;
+    return at;
+}
+
 static void img_segment(struct img *m)
 {
     assert_true(m->n < IMG_SEGS);
+    m->open = 0;
     cr__seg_header_encode(m->seg[m->n], m->n + 1);
     m->used[m->n] = CR__SEG_HEADER;
     m->n++;
 }
 
-/* Appends the next record of type t to the last segment; returns its
- * offset. Entries continue the log; a commit commits it all; a truncate
- * drops its last entry; a reset installs a snapshot 10 entries ahead. */
+/* Appends the next record of type t to the open batch of the last segment;
+ * returns its offset. Entries continue the log; a commit commits it all; a
+ * truncate drops its last entry; a reset installs a snapshot 10 entries
+ * ahead. */
 static uint64_t img_rec(struct img *m, enum cr__rec_type t)
 {
     uint8_t payload[512];
     uint8_t *seg = m->seg[m->n - 1];
-    uint64_t off = m->used[m->n - 1];
+    size_t *used = &m->used[m->n - 1];
+    uint64_t off;
     cr_index index = 0;
     size_t len = 0;
     enum cr_entry_type et = 0;
@@ -911,12 +994,23 @@ static uint64_t img_rec(struct img *m, enum cr__rec_type t)
             index = m->st.base = m->st.last = m->st.last + 10;
             m->reset_at = index;
             break;
+        case CR__REC_BATCH:
+            fail_msg("img_rec makes the batch headers itself");
+            break;
     }
+    if (m->open == 0) {
+        assert_true(*used + CR__REC_HEADER <= ST_SEGMENT);
+        m->open = *used;
+        *used += CR__REC_HEADER;
+    }
+    off = *used;
     assert_true(off + cr__rec_size(len) <= ST_SEGMENT);
-    m->used[m->n - 1] +=
+    *used +=
         cr__rec_encode(seg + off, t, et, index,
                        t == CR__REC_ENTRY || t == CR__REC_RESET ? IMG_TERM : 0,
                        payload, (uint32_t)len);
+    (void)cr__batch_encode(seg + m->open, seg + m->open + CR__REC_HEADER,
+                           *used - m->open - CR__REC_HEADER);
     return off;
 }
 
@@ -972,6 +1066,22 @@ static void assert_state(struct rfx *f, const struct img_state *s)
     }
 }
 
+/* With the storage open on an image in state *s: one more entry, durable,
+ * then a reopen that finds it after the others. */
+static void img_append_one(struct rfx *f, struct img_state *s)
+{
+    struct st_upd b;
+    st_upd_init(&b, ++f->seq);
+    st_upd_entries(&b, s->last + 1, 1, IMG_TERM);
+    st_upd_hs(&b, 5, 1, s->commit);
+    assert_int_equal(st_submit_wait(f->s, &f->w, &b.u), 0);
+    st_upd_free(&b);
+    s->last++;
+    rfx_reopen(f);
+    assert_false(f->rec.torn);
+    assert_state(f, s);
+}
+
 static uint64_t rng_next(uint64_t *x)
 {
     uint64_t z = (*x += 0x9e3779b97f4a7c15u);
@@ -982,147 +1092,90 @@ static uint64_t rng_next(uint64_t *x)
 
 static const enum cr__rec_type all_types[] = {CR__REC_ENTRY, CR__REC_COMMIT,
                                               CR__REC_TRUNCATE, CR__REC_RESET};
-static const char *const type_names[] = {"", "entry", "commit", "truncate",
-                                         "reset"};
+static const char *const type_names[] = {"",         "entry", "commit",
+                                         "truncate", "reset", "batch"};
 
 /* Where the damaged record sits. */
 enum where {
-    LAST_OF_LAST,     /* the tail of the newest segment */
-    FOLLOWED_IN_LAST, /* valid records follow it in the newest segment */
-    LAST_OF_CLOSED,   /* the end of a segment that is not the newest */
-    FOLLOWED_IN_CLOSED,
+    IN_LAST_BATCH,       /* the last batch of the newest segment, after two
+                            records of it and before one */
+    FIRST_OF_LAST_BATCH, /* the first record of that batch */
+    BEFORE_LAST_BATCH,   /* in a batch of the newest segment that another
+                            batch follows */
+    IN_CLOSED,           /* in the last batch of a segment that is not the
+                            newest */
+    BEFORE_LAST_IN_CLOSED,
+    N_WHERE
+};
+static const char *const where_names[] = {
+    "in the last batch", "first of the last batch", "before the last batch",
+    "in a closed segment", "before the last batch of a closed segment"};
+
+struct img_pos
+{
+    unsigned seg;                  /* the segment (1-based) */
+    uint64_t off;                  /* the record */
+    uint64_t batch;                /* its batch */
+    uint64_t batch_end;            /* the end of its batch */
+    uint32_t len;                  /* its payload length */
+    struct img_state before;       /* the state before the record */
+    struct img_state before_batch; /* the state before its batch */
 };
 
-/* An image with a record of type t at `where`; *off and *seg say where,
- * *before is the state before it. */
+/* An image with a record of type t at `where`. */
 static void img_with(struct img *m,
                      enum cr__rec_type t,
                      enum where where,
-                     uint64_t *off,
-                     unsigned *seg,
-                     struct img_state *before)
+                     struct img_pos *p)
 {
+    bool newest = where == IN_LAST_BATCH || where == FIRST_OF_LAST_BATCH ||
+                  where == BEFORE_LAST_BATCH;
     img_init(m);
     img_entries(m, 4);
     (void)img_rec(m, CR__REC_COMMIT);
-    if (where == LAST_OF_LAST || where == FOLLOWED_IN_LAST) {
+    (void)img_batch(m);
+    if (newest) {
         img_segment(m);
         img_entries(m, 3);
+        (void)img_batch(m);
     }
-    *before = m->st;
-    *seg = m->n;
-    *off = img_rec(m, t);
-    if (where == FOLLOWED_IN_LAST || where == FOLLOWED_IN_CLOSED) {
+    p->before_batch = m->st;
+    if (where != FIRST_OF_LAST_BATCH) {
         img_entries(m, 2);
     }
-    if (where == LAST_OF_CLOSED || where == FOLLOWED_IN_CLOSED) {
+    p->before = m->st;
+    p->seg = m->n;
+    p->off = img_rec(m, t);
+    p->batch = m->open;
+    p->len = cr__get32(m->seg[m->n - 1] + p->off + 4);
+    img_entries(m, 1);
+    (void)img_batch(m);
+    p->batch_end = m->used[m->n - 1];
+    if (where == BEFORE_LAST_BATCH || where == BEFORE_LAST_IN_CLOSED) {
+        img_entries(m, 2);
+        (void)img_batch(m);
+    }
+    if (where == IN_CLOSED || where == BEFORE_LAST_IN_CLOSED) {
         img_segment(m);
         img_entries(m, 2);
+        (void)img_batch(m);
     }
 }
 
-/* Bits flipped at random offsets of the last record of the newest
- * segment, of every type: the record is cut as a torn tail (rec.torn, a
- * warning naming the file and offset), the state before it comes back,
- * the tail is zeroed, and the log takes new writes. */
-static void flip_in_tail_is_torn(void **state)
-{
-    struct rfx *f = *state;
-    uint64_t rng = 1;
-    for (unsigned ti = 0; ti < 4; ti++) {
-        for (unsigned round = 0; round < 12; round++) {
-            enum cr__rec_type t = all_types[ti];
-            struct img m;
-            struct img_state before;
-            uint64_t off, at;
-            unsigned seg;
-            char path[64];
-            uint8_t *back;
-            size_t len;
-            img_with(&m, t, LAST_OF_LAST, &off, &seg, &before);
-            img_write(f, &m);
-            st_seg_path(path, sizeof path, seg);
-            /* Somewhere in what its CRC covers (padding: see
-             * test_storage_format's record_padding_flip_detected). */
-            at = off + rng_next(&rng) % (CR__REC_HEADER +
-                                         cr__get32(m.seg[seg - 1] + off + 4));
-            assert_int_equal(
-                fs_fault_flip(f->ff, path, at,
-                              (uint8_t)(1u << (rng_next(&rng) % 8))),
-                0);
-            assert_int_equal(rfx_open(f), 0);
-            if (!f->rec.torn) {
-                fail_msg("%s record: flip at +%" PRIu64 " not seen",
-                         type_names[t], at - off);
-            }
-            assert_names(f->rec.warning, path, off);
-            assert_state(f, &before);
-            rfx_close(f);
-            assert_int_equal(fs_fault_read(f->ff, path, &back, &len), 0);
-            for (uint64_t k = off; k < len; k++) {
-                assert_int_equal(back[k], 0);
-            }
-            free(back);
-            /* Cut once: clean from now on. */
-            assert_int_equal(rfx_open(f), 0);
-            assert_false(f->rec.torn);
-            assert_state(f, &before);
-            rfx_close(f);
-        }
-    }
-}
-
-/* Bits flipped in a record of every type that valid records follow, or
- * in a segment that is not the newest: refused, naming file and offset. */
-static void flip_elsewhere_is_refused(void **state)
-{
-    static const enum where wheres[] = {FOLLOWED_IN_LAST, LAST_OF_CLOSED,
-                                        FOLLOWED_IN_CLOSED};
-    struct rfx *f = *state;
-    uint64_t rng = 2;
-    for (unsigned wi = 0; wi < 3; wi++) {
-        for (unsigned ti = 0; ti < 4; ti++) {
-            for (unsigned round = 0; round < 6; round++) {
-                enum cr__rec_type t = all_types[ti];
-                struct img m;
-                struct img_state before;
-                uint64_t off, at;
-                unsigned seg;
-                char path[64];
-                uint8_t *rec_start;
-                uint32_t covered;
-                img_with(&m, t, wheres[wi], &off, &seg, &before);
-                img_write(f, &m);
-                /* Somewhere in what its CRC covers. */
-                rec_start = m.seg[seg - 1] + off;
-                covered = CR__REC_HEADER + cr__get32(rec_start + 4);
-                at = off + rng_next(&rng) % covered;
-                st_seg_path(path, sizeof path, seg);
-                assert_int_equal(
-                    fs_fault_flip(f->ff, path, at,
-                                  (uint8_t)(1u << (rng_next(&rng) % 8))),
-                    0);
-                assert_refused(f, path, off);
-            }
-        }
-    }
-}
-
-/* The intact images of the tests above recover completely (so that what
- * the refusals and cuts see is the flip and nothing else). */
+/* The intact images of the tests below recover completely (so that what
+ * the refusals and cuts see is the damage and nothing else). */
 static void intact_images_recover(void **state)
 {
     struct rfx *f = *state;
-    for (unsigned wi = 0; wi < 4; wi++) {
+    for (unsigned wi = 0; wi < N_WHERE; wi++) {
         for (unsigned ti = 0; ti < 4; ti++) {
             struct img m;
-            struct img_state before;
-            uint64_t off;
-            unsigned seg;
-            img_with(&m, all_types[ti], (enum where)wi, &off, &seg, &before);
+            struct img_pos p;
+            img_with(&m, all_types[ti], (enum where)wi, &p);
             img_write(f, &m);
             assert_int_equal(rfx_open(f), 0);
             assert_false(f->rec.torn);
+            assert_string_equal(f->rec.warning, "");
             assert_state(f, &m.st);
             if (m.reset_at != 0) {
                 assert_true(f->rec.has_snapshot);
@@ -1133,8 +1186,401 @@ static void intact_images_recover(void **state)
     }
 }
 
+/* Bits flipped at random offsets of a record of every type in the last
+ * batch of the newest segment (after two records of that batch, or its
+ * first), or of that batch's header: the batch is a torn tail, cut from
+ * the damaged record on (rec.torn, a warning naming the file and the
+ * damaged record's offset, or the batch's when nothing of it is kept);
+ * the state before the damaged record comes back, the rest of the file
+ * is zeroed, the log reopens clean and takes new writes. */
+static void flip_in_tail_is_torn(void **state)
+{
+    static const enum where wheres[] = {IN_LAST_BATCH, FIRST_OF_LAST_BATCH};
+    struct rfx *f = *state;
+    uint64_t rng = 1;
+    for (unsigned wi = 0; wi < 2; wi++) {
+        for (unsigned ti = 0; ti < 4; ti++) {
+            for (unsigned round = 0; round < 12; round++) {
+                enum cr__rec_type t = all_types[ti];
+                bool header = round % 4 == 3;
+                struct img m;
+                struct img_pos p;
+                struct img_state st;
+                uint64_t at, keep;
+                char path[64];
+                img_with(&m, t, wheres[wi], &p);
+                img_write(f, &m);
+                st_seg_path(path, sizeof path, p.seg);
+                /* Somewhere in what a CRC covers (the padding: see
+                 * test_storage_format's record_padding_flip_detected). */
+                at = header ? p.batch + rng_next(&rng) % CR__REC_HEADER
+                            : p.off + rng_next(&rng) % (CR__REC_HEADER + p.len);
+                assert_int_equal(
+                    fs_fault_flip(f->ff, path, at,
+                                  (uint8_t)(1u << (rng_next(&rng) % 8))),
+                    0);
+                st = header ? p.before_batch : p.before;
+                keep = header || wheres[wi] == FIRST_OF_LAST_BATCH ? p.batch
+                                                                   : p.off;
+                assert_int_equal(rfx_open(f), 0);
+                if (!f->rec.torn) {
+                    fail_msg("%s record %s: flip at %" PRIu64 " not seen",
+                             type_names[t], where_names[wheres[wi]], at);
+                }
+                assert_torn(f, path, keep);
+                assert_state(f, &st);
+                rfx_close(f);
+                assert_zeros_from(f, path, keep);
+                /* Cut once: clean from now on, and writable. */
+                assert_int_equal(rfx_open(f), 0);
+                assert_false(f->rec.torn);
+                assert_state(f, &st);
+                img_append_one(f, &st);
+                rfx_close(f);
+            }
+        }
+    }
+}
+
+/* Bits flipped in a record of every type, or in its batch's header, in a
+ * batch that a valid batch follows, or in a segment that is not the
+ * newest: refused, naming the file and the damaged batch's offset (and
+ * that of the valid batch after it). */
+static void flip_elsewhere_is_refused(void **state)
+{
+    static const enum where wheres[] = {BEFORE_LAST_BATCH, IN_CLOSED,
+                                        BEFORE_LAST_IN_CLOSED};
+    struct rfx *f = *state;
+    uint64_t rng = 2;
+    for (unsigned wi = 0; wi < 3; wi++) {
+        for (unsigned ti = 0; ti < 4; ti++) {
+            for (unsigned round = 0; round < 6; round++) {
+                enum cr__rec_type t = all_types[ti];
+                bool header = round % 3 == 2;
+                struct img m;
+                struct img_pos p;
+                uint64_t at;
+                char path[64];
+                img_with(&m, t, wheres[wi], &p);
+                img_write(f, &m);
+                at = header ? p.batch + rng_next(&rng) % CR__REC_HEADER
+                            : p.off + rng_next(&rng) % (CR__REC_HEADER + p.len);
+                st_seg_path(path, sizeof path, p.seg);
+                assert_int_equal(
+                    fs_fault_flip(f->ff, path, at,
+                                  (uint8_t)(1u << (rng_next(&rng) % 8))),
+                    0);
+                assert_refused(f, path, p.batch);
+                if (wheres[wi] != IN_CLOSED) {
+                    assert_names(f->errmsg, path, p.batch_end);
+                }
+            }
+        }
+    }
+}
+
+/* A damaged batch (a flipped bit in its body or header, a hole of zeros
+ * in its body, its header zeroed) followed by a valid batch in the newest
+ * segment is damage, not a torn tail: refused, and the message names the
+ * file, both offsets and what to do. */
+static void damaged_batch_followed_by_valid_batch(void **state)
+{
+    struct rfx *f = *state;
+    for (unsigned k = 0; k < 5; k++) {
+        struct img m;
+        uint64_t b1, b2, b3, r2;
+        img_init(&m);
+        img_entries(&m, 4);
+        (void)img_rec(&m, CR__REC_COMMIT);
+        (void)img_batch(&m);
+        img_segment(&m);
+        img_entries(&m, 2);
+        b1 = img_batch(&m);
+        img_entries(&m, 1);
+        r2 = img_rec(&m, CR__REC_ENTRY);
+        img_entries(&m, 1);
+        b2 = img_batch(&m);
+        img_entries(&m, 2);
+        b3 = img_batch(&m);
+        assert_true(b1 < b2 && b2 < b3);
+        img_write(f, &m);
+        switch (k) {
+            case 0: /* a bit of a record of its body */
+                assert_int_equal(fs_fault_flip(f->ff, SEG2, r2 + 20, 0x10), 0);
+                break;
+            case 1: /* a bit of its header */
+                assert_int_equal(fs_fault_flip(f->ff, SEG2, b2 + 17, 0x01), 0);
+                break;
+            case 2: /* a hole in its body */
+                zero_range(f, SEG2, r2 + 8, 40);
+                break;
+            case 3: /* its header zeroed: the log seems to end there */
+                zero_range(f, SEG2, b2, CR__REC_HEADER);
+                break;
+            default: /* the same in the first batch of the segment */
+                assert_int_equal(fs_fault_flip(f->ff, SEG2, b1 + 40, 0x04), 0);
+                b3 = b2;
+                b2 = b1;
+                break;
+        }
+        assert_refused(f, SEG2, b2);
+        assert_names(f->errmsg, SEG2, b3);
+    }
+}
+
+/* A torn last batch with a hole: the page cache wrote a later part of it
+ * back and not an earlier one (zeros in the middle of the body, valid
+ * records after them). The batch is cut keeping the records before the
+ * hole, wherever the hole starts (at a record, or inside one), and the
+ * records after the hole are dropped with the rest. */
+static void torn_last_batch_with_hole(void **state)
+{
+    struct rfx *f = *state;
+    for (unsigned k = 0; k < 3; k++) {
+        struct st_rec recs[256];
+        unsigned n, first;
+        char path[64];
+        uint64_t hole, hole_end;
+        cr_term term;
+        rfx_new_fs(f);
+        assert_int_equal(rfx_open(f), 0);
+        rfx_fill(f, 30, 1);
+        f->commit_before = f->commit;
+        rfx_append(f, 31, 10, 2, 30);
+        term = f->term;
+        rfx_close(f);
+        n = scan(f, recs, 256);
+        /* The last batch: entries 31-40 and the commit, or the part of them
+         * that went to the newest segment. */
+        first = n - 1;
+        while (first > 0 && recs[first - 1].batch == recs[n - 1].batch &&
+               recs[first - 1].seg == recs[n - 1].seg) {
+            first--;
+        }
+        assert_true(n - first >= 7);
+        assert_int_equal(recs[first].type, CR__REC_ENTRY);
+        st_seg_path(path, sizeof path, recs[n - 1].seg);
+        switch (k) {
+            case 0: /* two whole records */
+                hole = recs[first + 2].off;
+                hole_end = recs[first + 4].off;
+                break;
+            case 1: /* from inside one record to inside the next */
+                hole = recs[first + 2].off + 8;
+                hole_end = recs[first + 3].off + 16;
+                break;
+            default: /* a few bytes of one payload */
+                hole = recs[first + 2].off + CR__REC_HEADER;
+                hole_end = hole + 4;
+                break;
+        }
+        if (k == 2 && recs[first + 2].len < 4) {
+            hole = recs[first + 2].off + 4;
+            hole_end = hole + 4;
+        }
+        zero_range(f, path, hole, hole_end - hole);
+        /* The model: the records before the one the hole starts in. */
+        f->last = recs[first + 1].index;
+        f->commit = f->commit_before;
+        f->term = term;
+        assert_int_equal(rfx_open(f), 0);
+        assert_torn(f, path, recs[first + 2].off);
+        rfx_check(f, 1);
+        rfx_close(f);
+        assert_zeros_from(f, path, recs[first + 2].off);
+        assert_int_equal(rfx_open(f), 0);
+        assert_false(f->rec.torn);
+        rfx_check(f, 1);
+        rfx_append(f, f->last + 1, 2, 3, f->commit);
+        rfx_reopen(f);
+        assert_false(f->rec.torn);
+        rfx_check(f, 1);
+        rfx_close(f);
+    }
+}
+
+/* Rewrites the header of the batch at `batch` of path so that its
+ * checksum matches a body of len bytes (what is there now). */
+static void reseal_batch(struct rfx *f,
+                         const char *path,
+                         uint64_t batch,
+                         uint64_t len)
+{
+    uint8_t *buf;
+    size_t size;
+    assert_int_equal(fs_fault_read(f->ff, path, &buf, &size), 0);
+    assert_true(batch + CR__REC_HEADER + len <= size);
+    (void)cr__batch_encode(buf + batch, buf + batch + CR__REC_HEADER,
+                           (size_t)len);
+    assert_int_equal(fs_fault_write(f->ff, path, buf, size), 0);
+    free(buf);
+}
+
+/* A batch whose checksum matches holds only whole, valid records: a bad
+ * record in it (a flipped bit, non-zero padding or reserved bytes, a batch
+ * header, a record the batch's length cuts short) is damage, refused
+ * naming the file and the record's offset, even in the last batch of the
+ * newest segment. */
+static void valid_batch_with_bad_record_is_refused(void **state)
+{
+    struct rfx *f = *state;
+    for (unsigned k = 0; k < 5; k++) {
+        struct img m;
+        uint64_t batch, x, len;
+        uint32_t plen;
+        img_init(&m);
+        img_entries(&m, 4);
+        (void)img_rec(&m, CR__REC_COMMIT);
+        (void)img_batch(&m);
+        img_segment(&m);
+        img_entries(&m, 2);
+        (void)img_batch(&m);
+        img_entries(&m, 1);
+        /* An entry with a padded payload. */
+        while (st_payload_len(m.st.last + 1, IMG_TERM) % 8 == 0 ||
+               st_entry_type(m.st.last + 1, IMG_TERM) != CR_ENTRY_COMMAND) {
+            m.st.last++;
+        }
+        x = img_rec(&m, CR__REC_ENTRY);
+        plen = cr__get32(m.seg[1] + x + 4);
+        batch = m.open;
+        len = m.used[1] - batch - CR__REC_HEADER;
+        switch (k) {
+            case 0: /* a flipped bit */
+                m.seg[1][x + 24] ^= 0x01;
+                break;
+            case 1: /* non-zero padding */
+                m.seg[1][x + CR__REC_HEADER + plen] = 0x80;
+                break;
+            case 2: /* a non-zero reserved byte, the CRC matching */
+                m.seg[1][x + 12] = 1;
+                cr__put32(m.seg[1] + x, cr_crc32c(0, m.seg[1] + x + 4,
+                                                  CR__REC_HEADER - 4 + plen));
+                break;
+            case 3: /* a batch header */
+                (void)cr__batch_encode(m.seg[1] + x, m.seg[1] + batch, 8);
+                break;
+            default: /* cut short by the batch's length */
+                len -= cr__rec_size(plen) - CR__REC_HEADER - plen / 2;
+                break;
+        }
+        img_write(f, &m);
+        reseal_batch(f, SEG2, batch, len);
+        assert_refused(f, SEG2, x);
+    }
+}
+
+/* A record outside a batch (no batch header before it) is never replayed:
+ * at the end of the newest segment it is a header where the log should
+ * end, a torn tail, cut; followed by a valid batch, or in a segment that
+ * is not the newest, it is damage, refused naming its offset. */
+static void record_outside_a_batch(void **state)
+{
+    struct rfx *f = *state;
+    for (unsigned k = 0; k < 3; k++) {
+        struct img m;
+        struct img_state st;
+        uint8_t payload[512];
+        uint64_t bare, next = 0;
+        unsigned seg;
+        cr_index index;
+        size_t len;
+        char path[64];
+        img_init(&m);
+        img_entries(&m, 4);
+        (void)img_rec(&m, CR__REC_COMMIT);
+        (void)img_batch(&m);
+        if (k < 2) {
+            img_segment(&m);
+            img_entries(&m, 2);
+            (void)img_batch(&m);
+        }
+        st = m.st;
+        seg = m.n;
+        /* The next entry, bare. */
+        index = m.st.last + 1;
+        len = st_payload_len(index, IMG_TERM);
+        st_entry_payload(payload, index, IMG_TERM);
+        bare = m.used[seg - 1];
+        m.used[seg - 1] += cr__rec_encode(m.seg[seg - 1] + bare, CR__REC_ENTRY,
+                                          st_entry_type(index, IMG_TERM), index,
+                                          IMG_TERM, payload, (uint32_t)len);
+        m.st.last = index;
+        if (k == 1) {
+            img_entries(&m, 1);
+            next = img_batch(&m);
+        }
+        if (k == 2) {
+            img_segment(&m);
+            img_entries(&m, 2);
+            (void)img_batch(&m);
+        }
+        img_write(f, &m);
+        st_seg_path(path, sizeof path, seg);
+        if (k == 0) {
+            assert_int_equal(rfx_open(f), 0);
+            assert_torn(f, path, bare);
+            assert_state(f, &st);
+            rfx_close(f);
+            assert_zeros_from(f, path, bare);
+        } else {
+            assert_refused(f, path, bare);
+            if (k == 1) {
+                assert_names(f->errmsg, path, next);
+            }
+        }
+    }
+}
+
+/* BUG? A data directory written before records went in batches (bare
+ * records, segment header version 1, which the new format did not change)
+ * is taken for a torn tail when its newest segment is read: its first
+ * record is "a record outside a batch", no valid batch follows, so
+ * recovery cuts everything after the segment header with a warning and
+ * opens with an empty log: every acknowledged entry of that segment is
+ * lost (and a closed one is refused as damage). The rule of recovery.c is
+ * to refuse what it cannot read rather than guess around it; the format
+ * change needs a new segment version that is refused by name (a newest
+ * segment of another version must not be taken for one whose creation a
+ * crash interrupted either), or a reader for the old format. */
+static void old_format_segment_is_not_cut(void **state)
+{
+    struct rfx *f = *state;
+    uint8_t seg[ST_SEGMENT];
+    uint8_t payload[512];
+    uint64_t off = CR__SEG_HEADER;
+    int rv;
+    memset(seg, 0, sizeof seg);
+    cr__seg_header_encode(seg, 1);
+    for (cr_index i = 1; i <= 5; i++) {
+        size_t len = st_payload_len(i, IMG_TERM);
+        st_entry_payload(payload, i, IMG_TERM);
+        off +=
+            cr__rec_encode(seg + off, CR__REC_ENTRY, st_entry_type(i, IMG_TERM),
+                           i, IMG_TERM, payload, (uint32_t)len);
+    }
+    off += cr__rec_encode(seg + off, CR__REC_COMMIT, 0, 5, 0, NULL, 0);
+    rfx_new_fs(f);
+    assert_int_equal(f->fs->mkdir(f->fs->data, ST_DIR), 0);
+    write_meta_file(f, 1, 1);
+    write_meta_file(f, 2, 2);
+    assert_int_equal(fs_fault_write(f->ff, SEG1, seg, sizeof seg), 0);
+    rv = rfx_open(f);
+    if (rv == 0 && st_last_index(&f->rec) != 5) {
+        fail_msg(
+            "a segment of the format before batches (5 entries, commit "
+            "5) opened with last index %" PRIu64 ", commit %" PRIu64 " (%s)",
+            st_last_index(&f->rec), f->rec.hs.commit, f->rec.warning);
+    }
+    if (rv != 0) {
+        assert_int_equal(rv, CR_ECORRUPT);
+        assert_names(f->errmsg, SEG1, UINT64_MAX);
+    }
+}
+
 /* Segment headers: a flip in the header of a segment with records, newest
- * or not, is refused at offset 0; a newest segment holding nothing but a
+ * or not, is refused at offset 0, as is one in the header of an empty
+ * segment that is not the newest; a newest segment holding nothing but a
  * bad header (a crash while it was created) is removed with a warning. */
 static void segment_header_damage(void **state)
 {
@@ -1172,11 +1618,18 @@ static void segment_header_damage(void **state)
         rfx_close(f);
         fs_fault_crash(f->ff);
         assert_false(fs_fault_exists(f->ff, SEG2));
+        /* An empty segment with a bad header before a newer one. */
+        img_segment(&m);
+        img_entries(&m, 2);
+        img_write(f, &m);
+        assert_int_equal(fs_fault_flip(f->ff, SEG2, b, 0x40), 0);
+        assert_refused(f, SEG2, 0);
     }
 }
 
-/* Bytes flipped in the zeros after the last record: in the newest segment
- * a torn tail; in an older one, damage. */
+/* Bytes flipped in the zeros right after the last batch (a header where
+ * the log should end that is not zeros): in the newest segment a torn
+ * tail; in an older one, damage. */
 static void flip_in_zero_tail(void **state)
 {
     struct rfx *f = *state;
@@ -1189,16 +1642,66 @@ static void flip_in_zero_tail(void **state)
     img_entries(&m, 3);
     st = m.st;
     end = m.used[1];
-    img_write(f, &m);
-    assert_int_equal(fs_fault_flip(f->ff, SEG2, end + 5, 0x01), 0);
-    assert_int_equal(rfx_open(f), 0);
-    assert_true(f->rec.torn);
-    assert_names(f->rec.warning, SEG2, end);
-    assert_state(f, &st);
-    rfx_close(f);
-    img_write(f, &m);
-    assert_int_equal(fs_fault_flip(f->ff, SEG1, m.used[0] + 8, 0x01), 0);
-    assert_refused(f, SEG1, m.used[0]);
+    for (uint64_t b = 0; b < CR__REC_HEADER; b += 5) {
+        img_write(f, &m);
+        assert_int_equal(fs_fault_flip(f->ff, SEG2, end + b, 0x01), 0);
+        assert_int_equal(rfx_open(f), 0);
+        assert_torn(f, SEG2, end);
+        assert_state(f, &st);
+        rfx_close(f);
+        assert_zeros_from(f, SEG2, end);
+        img_write(f, &m);
+        assert_int_equal(fs_fault_flip(f->ff, SEG1, m.used[0] + b, 0x01), 0);
+        assert_refused(f, SEG1, m.used[0]);
+    }
+}
+
+/* A segment whose file ends fewer than 32 bytes after its last batch:
+ * zeros there are a clean end; anything else is a partial header, a torn
+ * tail in the newest segment (cut, the log reopens clean) and damage in an
+ * older one. */
+static void partial_header_at_end_of_segment(void **state)
+{
+    struct rfx *f = *state;
+    struct img m;
+    struct img_state st;
+    uint64_t end;
+    img_init(&m);
+    img_entries(&m, 4);
+    (void)img_rec(&m, CR__REC_COMMIT);
+    img_segment(&m);
+    img_entries(&m, 3);
+    st = m.st;
+    end = m.used[1];
+    for (uint64_t k = 1; k < CR__REC_HEADER; k++) {
+        /* Zeros. */
+        img_write(f, &m);
+        assert_int_equal(fs_fault_truncate(f->ff, SEG2, end + k), 0);
+        assert_int_equal(rfx_open(f), 0);
+        assert_false(f->rec.torn);
+        assert_state(f, &st);
+        rfx_close(f);
+        /* A partial header. */
+        assert_int_equal(fs_fault_flip(f->ff, SEG2, end + k - 1, 0x20), 0);
+        assert_int_equal(rfx_open(f), 0);
+        assert_torn(f, SEG2, end);
+        assert_state(f, &st);
+        rfx_close(f);
+        assert_zeros_from(f, SEG2, end);
+        assert_int_equal(rfx_open(f), 0);
+        assert_false(f->rec.torn);
+        assert_state(f, &st);
+        rfx_close(f);
+        /* The same at the end of an older segment. */
+        img_write(f, &m);
+        assert_int_equal(fs_fault_truncate(f->ff, SEG1, m.used[0] + k), 0);
+        assert_int_equal(rfx_open(f), 0);
+        assert_false(f->rec.torn);
+        rfx_close(f);
+        assert_int_equal(fs_fault_flip(f->ff, SEG1, m.used[0] + k - 1, 0x20),
+                         0);
+        assert_refused(f, SEG1, m.used[0]);
+    }
 }
 
 static void missing_segment(void **state)
@@ -1318,8 +1821,10 @@ static void bad_snapshot(void **state)
     }
 }
 
-/* One metadata copy bad: the other is used, with a warning naming the bad
- * one. Both bad: refused, naming both. None, with a log: refused. */
+/* One metadata copy bad (a flipped bit anywhere in it, the reserved zeros
+ * at 48-63 included; cut short): the other is used, with a warning naming
+ * the bad one. Both bad: refused, naming both. None, with a log:
+ * refused. */
 static void metadata_damage(void **state)
 {
     struct rfx *f = *state;
@@ -1330,7 +1835,7 @@ static void metadata_damage(void **state)
     for (unsigned slot = 1; slot <= 2; slot++) {
         char path[64];
         snprintf(path, sizeof path, "%s/metadata%u", ST_DIR, slot);
-        for (size_t b = 0; b < 48; b += 7) {
+        for (size_t b = 0; b < CR__META_SIZE; b += 3) {
             img_write(f, &m);
             assert_int_equal(fs_fault_flip(f->ff, path, b, 0x02), 0);
             assert_int_equal(rfx_open(f), 0);
@@ -1364,27 +1869,89 @@ static void metadata_damage(void **state)
     rfx_close(f);
 }
 
-/* BUG? A torn tail whose payload happens to hold the bytes of a valid
- * record (an entry carrying, say, a copy of a log record) is refused as
- * damage in the middle of the log: valid_after() in recovery.c scans the
- * torn record's own payload and finds the embedded record. storage.h: a
- * partial record at the end of the newest segment is a torn tail, cut
- * with a warning; a plain crash must not stop the node from starting. */
-static void torn_entry_with_record_shaped_payload(void **state)
+/* A metadata file that was never written (empty, or zeros: a crash while
+ * the directory was being set up): with the other copy valid, that copy
+ * is used with a warning naming the file; with neither valid and nothing
+ * else in the directory, the directory is fresh (set up again); with
+ * neither valid and a log or a snapshot, refused (what the node voted is
+ * unknown). */
+static void metadata_never_written(void **state)
 {
+    static const uint8_t zeros[CR__META_SIZE];
+    static const size_t sizes[] = {0, 1, 40, CR__META_SIZE};
     struct rfx *f = *state;
-    struct rpos recs[256];
+    struct img m;
+    img_init(&m);
+    img_entries(&m, 3);
+    for (unsigned i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+        for (unsigned slot = 1; slot <= 2; slot++) {
+            char path[64];
+            snprintf(path, sizeof path, "%s/metadata%u", ST_DIR, slot);
+            /* One never written, the other valid. */
+            img_write(f, &m);
+            assert_int_equal(fs_fault_write(f->ff, path, zeros, sizes[i]), 0);
+            assert_int_equal(rfx_open(f), 0);
+            assert_false(f->rec.fresh);
+            assert_names(f->rec.warning, path, UINT64_MAX);
+            assert_state(f, &m.st);
+            rfx_close(f);
+        }
+        /* Both never written, with a log. */
+        img_write(f, &m);
+        assert_int_equal(
+            fs_fault_write(f->ff, ST_DIR "/metadata1", zeros, sizes[i]), 0);
+        assert_int_equal(fs_fault_write(f->ff, ST_DIR "/metadata2", zeros,
+                                        sizes[(i + 1) % 4]),
+                         0);
+        assert_refused(f, ST_DIR, UINT64_MAX);
+        /* Both never written, and a snapshot only. */
+        for (unsigned k = 0; k < m.n; k++) {
+            char path[64];
+            st_seg_path(path, sizeof path, k + 1);
+            assert_int_equal(fs_fault_remove(f->ff, path), 0);
+        }
+        assert_int_equal(st_write_snapshot(f->fs, ST_DIR, 9, 1, 2), 0);
+        assert_refused(f, ST_DIR, UINT64_MAX);
+        /* Both never written, nothing else: fresh. */
+        rfx_new_fs(f);
+        assert_int_equal(f->fs->mkdir(f->fs->data, ST_DIR), 0);
+        assert_int_equal(
+            fs_fault_write(f->ff, ST_DIR "/metadata1", zeros, sizes[i]), 0);
+        assert_int_equal(fs_fault_write(f->ff, ST_DIR "/metadata2", zeros,
+                                        sizes[(i + 3) % 4]),
+                         0);
+        assert_int_equal(rfx_open(f), 0);
+        assert_true(f->rec.fresh);
+        assert_int_equal(f->rec.n, 0);
+        rfx_fill(f, 3, 1);
+        rfx_close(f);
+        fs_fault_crash(f->ff);
+        assert_int_equal(rfx_open(f), 0);
+        assert_false(f->rec.fresh);
+        rfx_check(f, 1);
+        rfx_close(f);
+    }
+}
+
+/* Submits entry 11 (term 1) whose payload starts with a whole, valid
+ * batch (header and a body holding a commit record), as an entry carrying
+ * a copy of log bytes would; returns the entry's position (the last record
+ * on the disk, alone in the last batch). */
+static struct st_rec write_entry_with_batch_payload(struct rfx *f,
+                                                    uint8_t *payload,
+                                                    size_t len)
+{
+    struct st_rec recs[256];
     struct st_upd b;
-    uint8_t payload[96];
-    char path[64];
-    uint8_t *buf;
-    size_t len;
     unsigned n;
+    assert_true(len >= 160);
     assert_int_equal(rfx_open(f), 0);
     rfx_fill(f, 10, 1);
-    /* An entry whose payload starts with an encoded commit record. */
-    memset(payload, 0x5a, sizeof payload);
-    (void)cr__rec_encode(payload, CR__REC_COMMIT, 0, 3, 0, NULL, 0);
+    memset(payload, 0x5a, len);
+    (void)cr__rec_encode(payload + CR__REC_HEADER, CR__REC_COMMIT, 0, 3, 0,
+                         NULL, 0);
+    (void)cr__batch_encode(payload, payload + CR__REC_HEADER, CR__REC_HEADER);
+    assert_true(cr__batch_valid(payload, 2 * CR__REC_HEADER));
     st_upd_init(&b, ++f->seq);
     b.u.flags = CR_UPDATE_ENTRIES;
     b.u.entries_first = 11;
@@ -1393,25 +1960,165 @@ static void torn_entry_with_record_shaped_payload(void **state)
     b.e[0].term = 1;
     b.e[0].type = CR_ENTRY_COMMAND;
     b.e[0].buf.base = payload;
-    b.e[0].buf.len = sizeof payload;
+    b.e[0].buf.len = len;
     b.u.persist_last_index = 11;
     assert_int_equal(st_submit_wait(f->s, &f->w, &b.u), 0);
     rfx_close(f);
     n = scan(f, recs, 256);
     assert_int_equal(recs[n - 1].index, 11);
     assert_int_equal(recs[n - 1].type, CR__REC_ENTRY);
-    /* A crash tore the write: the header and the start of the payload
-     * made it to the disk, the end of the payload did not. */
-    st_seg_path(path, sizeof path, recs[n - 1].seg);
-    assert_int_equal(fs_fault_read(f->ff, path, &buf, &len), 0);
-    memset(buf + recs[n - 1].off + CR__REC_HEADER + 40, 0, sizeof payload - 40);
-    assert_int_equal(fs_fault_write(f->ff, path, buf, len), 0);
-    free(buf);
+    assert_int_equal(recs[n - 1].off, recs[n - 1].batch + CR__REC_HEADER);
+    /* The embedded batch is where a search for batches would look. */
+    assert_int_equal((recs[n - 1].off + CR__REC_HEADER) % 8, 0);
+    return recs[n - 1];
+}
+
+/* A torn last batch whose only record's payload holds the bytes of a
+ * whole, valid batch: a crash tore the write (the header and the start of
+ * the payload made it to the disk, the end of the payload did not). The
+ * search for a valid batch after the torn one skips the torn batch's
+ * claimed body, so the embedded one is not taken for a later batch: the
+ * tail is cut with a warning (not refused), and the entry goes. */
+static void torn_batch_with_batch_shaped_payload(void **state)
+{
+    struct rfx *f = *state;
+    uint8_t payload[200];
+    struct st_rec e =
+        write_entry_with_batch_payload(f, payload, sizeof payload);
+    char path[64];
+    st_seg_path(path, sizeof path, e.seg);
+    zero_range(f, path, e.off + CR__REC_HEADER + 100, sizeof payload - 100);
     if (rfx_open(f) != 0) {
         fail_msg("a torn tail was refused: %s", f->errmsg);
     }
-    assert_true(f->rec.torn);
+    assert_torn(f, path, e.batch);
     assert_int_equal(st_last_index(&f->rec), 10);
+    rfx_close(f);
+    assert_zeros_from(f, path, e.batch);
+    assert_int_equal(rfx_open(f), 0);
+    assert_false(f->rec.torn);
+    assert_int_equal(st_last_index(&f->rec), 10);
+}
+
+/* The same torn batch, but the file ends inside its body (after the
+ * embedded batch): a batch cut short whose header is intact, its claimed
+ * body running past the end of the file. Nothing can follow it, so it is
+ * a torn tail as well, and is cut.
+ *
+ * BUG? For a batch cut short, replay_segment (recovery.c) looks for a
+ * later valid batch from the torn batch's offset + 8 rather than after
+ * its claimed body, as it does for a checksum mismatch ("scan_from"): the
+ * valid batch inside the torn batch's own payload is taken for a later
+ * batch, and the torn tail is refused as damage in the middle of the log
+ * ("a batch cut short, but a valid batch follows"). */
+static void torn_batch_cut_short_with_batch_shaped_payload(void **state)
+{
+    struct rfx *f = *state;
+    uint8_t payload[200];
+    struct st_rec e =
+        write_entry_with_batch_payload(f, payload, sizeof payload);
+    char path[64];
+    st_seg_path(path, sizeof path, e.seg);
+    assert_int_equal(
+        fs_fault_truncate(f->ff, path, e.off + CR__REC_HEADER + 100), 0);
+    if (rfx_open(f) != 0) {
+        fail_msg("a torn tail was refused: %s", f->errmsg);
+    }
+    assert_torn(f, path, e.batch);
+    assert_int_equal(st_last_index(&f->rec), 10);
+    rfx_close(f);
+    assert_zeros_from(f, path, e.batch);
+    assert_int_equal(rfx_open(f), 0);
+    assert_false(f->rec.torn);
+    assert_int_equal(st_last_index(&f->rec), 10);
+}
+
+/* A torn last batch whose header did not reach the disk (zeros) while its
+ * body did: the page cache writes back in any order. Recovery finds the
+ * log ending where that batch starts, and writing goes on there: a small
+ * batch, then one too big for the rest of the segment, which goes to a
+ * new segment, so that the one holding what is left of the lost batch's
+ * body is no longer the newest. A crash like this must never make the
+ * directory refused later: the next open recovers everything written
+ * after it.
+ *
+ * BUG? replay_segment (recovery.c) takes a zero batch header for the clean
+ * end of the log (CR__REC_END, no valid batch after it) and leaves the
+ * non-zero bytes after it, the lost batch's body, on the disk: neither
+ * reported as a torn tail nor zeroed. The writer starts its next batch
+ * there; what its batches do not overwrite stays after them, and once it
+ * moves on to a new segment, the old one is closed with those leftovers
+ * after its last batch, which the next open refuses ("a record outside a
+ * batch in a segment that was complete"). A plain crash followed by
+ * normal writes leaves a directory that cannot be opened (the crash sweep
+ * in test_storage_crash, crash_torn_any_order, finds the same). Non-zero
+ * bytes after a zero header at the end of the newest segment should be
+ * cut as a torn tail. */
+static void torn_batch_without_its_header(void **state)
+{
+    struct rfx *f = *state;
+    struct img m;
+    struct img_state st;
+    struct st_upd b;
+    uint8_t *big = malloc(3800);
+    uint64_t lost;
+    int rv;
+    assert_non_null(big);
+    img_init(&m);
+    img_entries(&m, 4);
+    (void)img_rec(&m, CR__REC_COMMIT);
+    (void)img_batch(&m);
+    img_segment(&m);
+    img_entries(&m, 2);
+    (void)img_batch(&m);
+    st = m.st;
+    img_entries(&m, 10);
+    lost = img_batch(&m);
+    assert_true(m.used[1] - lost > 1000);
+    img_write(f, &m);
+    zero_range(f, SEG2, lost, CR__REC_HEADER);
+    assert_int_equal(rfx_open(f), 0);
+    assert_state(f, &st);
+    assert_false(f->rec.torn);
+    /* A small batch where the lost one started. */
+    st_upd_init(&b, ++f->seq);
+    st_upd_entries(&b, st.last + 1, 1, IMG_TERM);
+    st_upd_hs(&b, 5, 1, st.commit);
+    assert_int_equal(st_submit_wait(f->s, &f->w, &b.u), 0);
+    st_upd_free(&b);
+    st.last++;
+    /* A big entry: it does not fit in what is left of the segment. */
+    st_payload(big, 3800, st.last + 1, IMG_TERM);
+    st_upd_init(&b, ++f->seq);
+    b.u.flags = CR_UPDATE_ENTRIES;
+    b.u.entries_first = st.last + 1;
+    b.u.n_entries = 1;
+    b.u.entries = b.e;
+    b.e[0].term = IMG_TERM;
+    b.e[0].type = CR_ENTRY_COMMAND;
+    b.e[0].buf.base = big;
+    b.e[0].buf.len = 3800;
+    b.u.persist_last_index = st.last + 1;
+    assert_int_equal(st_submit_wait(f->s, &f->w, &b.u), 0);
+    assert_true(fs_fault_exists(f->ff, SEG3));
+    rfx_close(f);
+    rv = rfx_open(f);
+    if (rv != 0) {
+        free(big);
+        fail_msg(
+            "refused after a crash that lost a batch header and "
+            "writes after it: %s",
+            f->errmsg);
+    }
+    assert_false(f->rec.torn);
+    assert_int_equal(f->rec.hs.commit, st.commit);
+    assert_int_equal(st_last_index(&f->rec), st.last + 1);
+    for (cr_index i = 1; i <= st.last; i++) {
+        assert_true(st_entry_ok(&f->rec, i, IMG_TERM));
+    }
+    assert_int_equal(f->rec.entries[f->rec.n - 1].buf.len, 3800);
+    assert_memory_equal(f->rec.entries[f->rec.n - 1].buf.base, big, 3800);
+    free(big);
 }
 
 /* ---------------------------------------------------------------------------
@@ -1599,9 +2306,11 @@ static void inspect_reads_only(void **state)
     assert_int_equal(lines_with(l, "metadata2"), 1);
     assert_int_equal(lines_with(l, "segment seq=1"), 1);
     assert_int_equal(lines_with(l, "segment seq=2"), 1);
+    assert_int_equal(lines_with(l, " batch bytes="), 2);
     cr_recovery_free(&rec, NULL);
 
-    /* Torn: reported, not cut. */
+    /* Torn (the last record of the last batch): reported, the 5 records
+     * before it in its batch kept, nothing cut. */
     assert_int_equal(fs_fault_flip(f->ff, SEG2, last_off + 20, 0x08), 0);
     assert_int_equal(fs_fault_read(f->ff, SEG2, &before, &len_before), 0);
     memset(l, 0, sizeof *l);
@@ -1631,7 +2340,8 @@ static void inspect_reads_only(void **state)
     free(before);
     free(after);
 
-    /* Damage: CR_ECORRUPT and the message, nothing listed past it. */
+    /* Damage (the header of the first batch of the older segment):
+     * CR_ECORRUPT and the message. */
     assert_int_equal(fs_fault_flip(f->ff, SEG1, CR__SEG_HEADER + 3, 0x01), 0);
     assert_int_equal(
         cr_storage_inspect(ST_DIR, f->fs, on_line, l, &rec, errmsg),
@@ -1660,23 +2370,31 @@ int main(int argc, char **argv)
         T(truncate_at_record_boundaries),
         T(truncate_every_offset_of_last_record),
         T(torn_write_every_offset_of_last_record),
+        T(truncate_in_padding_of_last_record),
         T(intact_images_recover),
         T(flip_in_tail_is_torn),
         T(flip_elsewhere_is_refused),
+        T(damaged_batch_followed_by_valid_batch),
+        T(torn_last_batch_with_hole),
+        T(valid_batch_with_bad_record_is_refused),
+        T(record_outside_a_batch),
         T(segment_header_damage),
         T(flip_in_zero_tail),
+        T(partial_header_at_end_of_segment),
         T(missing_segment),
         T(index_gap),
         T(reset_without_snapshot),
         T(bad_snapshot),
         T(metadata_damage),
-        T(torn_entry_with_record_shaped_payload),
+        T(metadata_never_written),
+        T(torn_batch_with_batch_shaped_payload),
+        T(torn_batch_cut_short_with_batch_shaped_payload),
+        T(torn_batch_without_its_header),
+        T(old_format_segment_is_not_cut),
         T(second_open_is_busy),
         T(other_cluster),
         T(inspect_reads_only),
-        /* Last: under sanitizers the bugs they show end the program. */
         T(reopen_before_any_write),
-        T(truncate_in_padding_of_last_record),
     };
 #undef T
     return cmocka_run_group_tests(tests, NULL, NULL);
