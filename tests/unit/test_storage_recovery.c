@@ -893,6 +893,7 @@ static void truncate_in_padding_of_last_record(void **state)
         rfx_close(f);
         rv = rfx_open(f);
         if (rv != 0) {
+            free(orig);
             fail_msg("cut at +%" PRIu64
                      " of the entry: cut once, the log "
                      "is refused: %s",
