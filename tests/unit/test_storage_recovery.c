@@ -278,6 +278,35 @@ static void assert_torn(struct rfx *f, const char *path, uint64_t off)
     assert_names(f->rec.warning, path, off);
 }
 
+/* cr_storage_inspect (read-only) reports the torn tail of path at off
+ * (UINT64_MAX: any offset) as recovery would, and changes nothing on the
+ * disk. Returns the number of entries it recovered. */
+static unsigned inspect_torn(struct rfx *f, const char *path, uint64_t off)
+{
+    struct cr_recovery rec;
+    char errmsg[CR_ERRMSG_SIZE] = "";
+    uint8_t *before, *after;
+    size_t len_before, len_after;
+    unsigned n;
+    unsigned segs = n_segments(f);
+    assert_int_equal(fs_fault_read(f->ff, path, &before, &len_before), 0);
+    if (cr_storage_inspect(ST_DIR, f->fs, NULL, NULL, &rec, errmsg) != 0) {
+        free(before);
+        fail_msg("inspect refused a torn tail: %s", errmsg);
+    }
+    assert_true(rec.torn);
+    assert_names(rec.warning, path, off);
+    n = rec.n;
+    cr_recovery_free(&rec, NULL);
+    assert_int_equal(n_segments(f), segs);
+    assert_int_equal(fs_fault_read(f->ff, path, &after, &len_after), 0);
+    assert_int_equal(len_after, len_before);
+    assert_memory_equal(after, before, len_before);
+    free(before);
+    free(after);
+    return n;
+}
+
 /* The bytes of path from `from` to its end are zeros. */
 static void assert_zeros_from(struct rfx *f, const char *path, uint64_t from)
 {
@@ -1193,7 +1222,8 @@ static void intact_images_recover(void **state)
  * the damaged record on (rec.torn, a warning naming the file and the
  * damaged record's offset, or the batch's when nothing of it is kept);
  * the state before the damaged record comes back, the rest of the file
- * is zeroed, the log reopens clean and takes new writes. */
+ * is zeroed, the log reopens clean and takes new writes. Inspection
+ * reports the same first, and writes nothing. */
 static void flip_in_tail_is_torn(void **state)
 {
     static const enum where wheres[] = {IN_LAST_BATCH, FIRST_OF_LAST_BATCH};
@@ -1223,6 +1253,7 @@ static void flip_in_tail_is_torn(void **state)
                 st = header ? p.before_batch : p.before;
                 keep = header || wheres[wi] == FIRST_OF_LAST_BATCH ? p.batch
                                                                    : p.off;
+                (void)inspect_torn(f, path, keep);
                 assert_int_equal(rfx_open(f), 0);
                 if (!f->rec.torn) {
                     fail_msg("%s record %s: flip at %" PRIu64 " not seen",
@@ -1333,7 +1364,8 @@ static void damaged_batch_followed_by_valid_batch(void **state)
  * back and not an earlier one (zeros in the middle of the body, valid
  * records after them). The batch is cut keeping the records before the
  * hole, wherever the hole starts (at a record, or inside one), and the
- * records after the hole are dropped with the rest. */
+ * records after the hole are dropped with the rest (zeroed). Inspection
+ * reports the same first, and writes nothing. */
 static void torn_last_batch_with_hole(void **state)
 {
     struct rfx *f = *state;
@@ -1384,6 +1416,7 @@ static void torn_last_batch_with_hole(void **state)
         f->last = recs[first + 1].index;
         f->commit = f->commit_before;
         f->term = term;
+        assert_int_equal(inspect_torn(f, path, recs[first + 2].off), f->last);
         assert_int_equal(rfx_open(f), 0);
         assert_torn(f, path, recs[first + 2].off);
         rfx_check(f, 1);
@@ -1582,7 +1615,8 @@ static void old_format_segment_is_not_cut(void **state)
 /* Segment headers: a flip in the header of a segment with records, newest
  * or not, is refused at offset 0, as is one in the header of an empty
  * segment that is not the newest; a newest segment holding nothing but a
- * bad header (a crash while it was created) is removed with a warning. */
+ * bad header (a crash while it was created) is removed with a warning
+ * (inspection reports it and removes nothing). */
 static void segment_header_damage(void **state)
 {
     struct rfx *f = *state;
@@ -1610,6 +1644,8 @@ static void segment_header_damage(void **state)
         img_segment(&m);
         img_write(f, &m);
         assert_int_equal(fs_fault_flip(f->ff, SEG2, b, 0x40), 0);
+        (void)inspect_torn(f, SEG2, UINT64_MAX);
+        assert_true(fs_fault_exists(f->ff, SEG2));
         assert_int_equal(rfx_open(f), 0);
         assert_true(f->rec.torn);
         assert_names(f->rec.warning, SEG2, UINT64_MAX);
