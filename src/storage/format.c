@@ -195,11 +195,13 @@ void cr__seg_header_encode(uint8_t *buf, uint64_t seq)
     cr__put32(buf + 12, crc);
 }
 
-int cr__seg_header_decode(const uint8_t *buf, size_t len, uint64_t *seq)
+int cr__seg_header_decode(const uint8_t *buf,
+                          size_t len,
+                          uint64_t *seq,
+                          uint32_t *version)
 {
     uint32_t crc;
-    if (len < CR__SEG_HEADER || memcmp(buf, CR__SEG_MAGIC, 8) != 0 ||
-        cr__get32(buf + 8) != CR__SEG_VERSION) {
+    if (len < CR__SEG_HEADER || memcmp(buf, CR__SEG_MAGIC, 8) != 0) {
         return CR_ECORRUPT;
     }
     crc = cr_crc32c(0, buf, 12);
@@ -207,8 +209,9 @@ int cr__seg_header_decode(const uint8_t *buf, size_t len, uint64_t *seq)
     if (crc != cr__get32(buf + 12)) {
         return CR_ECORRUPT;
     }
+    *version = cr__get32(buf + 8);
     *seq = cr__get64(buf + 16);
-    return 0;
+    return *version == CR__SEG_VERSION ? 0 : CR_EINVAL;
 }
 
 void cr__meta_encode(uint8_t *buf, const struct cr__meta *m)

@@ -454,17 +454,21 @@ static int apply_record(struct cr__scan *sc,
 
 /* Zeros [from, to) and syncs: a torn tail must not be read again. */
 /* Cuts a torn tail: the batch at `at` keeps the whole records of its body
- * up to `keep` (none if keep == at), and [keep, to) becomes zeros, so that
- * the next recovery finds a clean end. */
+ * up to `keep` (none if keep == at; the last one's padding may lie past
+ * the end of the file, `size`: it is written as zeros), and everything
+ * after it up to `to` becomes zeros, so that the next recovery finds a
+ * clean end. */
 static int cut_tail(struct cr__scan *sc,
                     const char *path,
                     const uint8_t *buf,
+                    uint64_t size,
                     uint64_t at,
                     uint64_t keep,
                     uint64_t to)
 {
     static const uint8_t zero[4096];
     int fd = sc->fs->open(sc->fs->data, path, CR_FS_WRITE);
+    uint64_t from = keep < size ? keep : size;
     int rv = 0;
     if (fd < 0) {
         return fd;
@@ -472,13 +476,22 @@ static int cut_tail(struct cr__scan *sc,
     if (keep > at) {
         uint8_t header[CR__REC_HEADER];
         uint64_t body = at + CR__REC_HEADER;
-        (void)cr__batch_encode(header, buf + body, (size_t)(keep - body));
+        uint64_t present = (keep < size ? keep : size) - body;
+        uint32_t crc = cr_crc32c(0, buf + body, (size_t)present);
+        for (uint64_t i = present; i < keep - body; i++) {
+            crc = cr_crc32c(crc, zero, 1);
+        }
+        (void)cr__rec_encode(header, CR__REC_BATCH, 0, keep - body, crc, NULL,
+                             0);
         rv = cr__write_full(sc->fs, fd, header, sizeof header, at);
     }
-    while (keep < to && rv == 0) {
-        size_t n = to - keep < sizeof zero ? (size_t)(to - keep) : sizeof zero;
-        rv = cr__write_full(sc->fs, fd, zero, n, keep);
-        keep += n;
+    if (to < keep) {
+        to = keep; /* the padding of the last kept record */
+    }
+    while (from < to && rv == 0) {
+        size_t n = to - from < sizeof zero ? (size_t)(to - from) : sizeof zero;
+        rv = cr__write_full(sc->fs, fd, zero, n, from);
+        from += n;
     }
     if (rv == 0) {
         rv = sc->fs->fdatasync(sc->fs->data, fd);
@@ -533,7 +546,7 @@ static int replay_body(struct cr__scan *sc,
         if (rv != 0) {
             return rv;
         }
-        off += r.size;
+        off += cr__rec_size(r.len); /* may pass `to` inside the padding */
     }
     *end = off;
     return 0;
@@ -551,6 +564,7 @@ static int replay_segment(struct cr__scan *sc,
     uint8_t *buf;
     void *batch;
     uint64_t size, off, seq;
+    uint32_t version;
     int fd, rv;
 
     cr__seg_name(name, sizeof name, seg->seq);
@@ -581,8 +595,18 @@ static int replay_segment(struct cr__scan *sc,
         cr__errf(errmsg, "%s: cannot be read (%s)", path, strerror(-rv));
         return CR_EIO;
     }
-    if (cr__seg_header_decode(buf, (size_t)size, &seq) != 0 ||
-        seq != seg->seq) {
+    rv = cr__seg_header_decode(buf, (size_t)size, &seq, &version);
+    if (rv == CR_EINVAL) {
+        cr_batch_unref(sc->alloc, batch);
+        cr__errf(errmsg,
+                 "%s: a segment of format version %" PRIu32
+                 "; this craft reads version %d: open the directory with "
+                 "the craft that wrote it, or remove it and let the node "
+                 "rejoin as a new member",
+                 path, version, CR__SEG_VERSION);
+        return CR_ECORRUPT;
+    }
+    if (rv != 0 || seq != seg->seq) {
         bool blank = valid_batch_after(buf, size, 0) == 0;
         cr_batch_unref(sc->alloc, batch);
         if (last && blank) {
@@ -649,15 +673,22 @@ static int replay_segment(struct cr__scan *sc,
             }
             why = r.index > size - body ? "a batch cut short"
                                         : "batch checksum mismatch";
-            if (r.index <= size - body) {
-                /* The next batch, if any, starts right after this one. */
-                scan_from = body + r.index;
-            }
+            /* The next batch, if any, starts right after this one: not
+             * inside its body, which may carry batch-shaped bytes. */
+            scan_from = r.index <= size - body ? body + r.index : size;
         }
         seg->end = off;
         later = valid_batch_after(buf, size, scan_from);
         if (st == CR__REC_END && later == 0) {
-            break; /* zeros to the end: a clean end */
+            uint64_t rest = off;
+            while (rest < size && buf[rest] == 0) {
+                rest++;
+            }
+            if (rest == size) {
+                break; /* zeros to the end: a clean end */
+            }
+            /* A lost batch header with (part of) its body behind it. */
+            why = "bytes after the end of the log";
         }
         if (later != 0) {
             cr__errf(errmsg,
@@ -707,7 +738,7 @@ static int replay_segment(struct cr__scan *sc,
                  keep, why, sc->read_only ? "would be cut" : "cut");
         say(sc, "%s @%" PRIu64 " torn tail: %s", path, keep, why);
         if (!sc->read_only) {
-            rv = cut_tail(sc, path, buf, off, keep, to);
+            rv = cut_tail(sc, path, buf, size, off, keep, to);
             if (rv != 0) {
                 cr__errf(errmsg, "%s: cannot cut the torn tail (%s)", path,
                          strerror(-rv));

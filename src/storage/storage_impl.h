@@ -11,7 +11,8 @@
  *   0 "CRWALSEG"  8 u32 version  12 u32 CRC32C of bytes 0-11 and 16-31
  *  16 u64 segment sequence number  24 u64 zero */
 #define CR__SEG_MAGIC "CRWALSEG"
-#define CR__SEG_VERSION 1
+/* Version 2: records in batches. Version 1 (bare records) is refused. */
+#define CR__SEG_VERSION 2
 #define CR__SEG_HEADER 32
 
 /* Record header, 32 bytes, then the payload, then zeros to a multiple of 8:
@@ -114,7 +115,12 @@ size_t cr__batch_encode(uint8_t *buf, const void *body, size_t len);
 bool cr__batch_valid(const uint8_t *buf, size_t avail);
 
 void cr__seg_header_encode(uint8_t *buf, uint64_t seq);
-int cr__seg_header_decode(const uint8_t *buf, size_t len, uint64_t *seq);
+/* 0, CR_ECORRUPT, or CR_EINVAL for a valid header of another version
+ * (*version says which). */
+int cr__seg_header_decode(const uint8_t *buf,
+                          size_t len,
+                          uint64_t *seq,
+                          uint32_t *version);
 
 void cr__meta_encode(uint8_t *buf, const struct cr__meta *m);
 int cr__meta_decode(const uint8_t *buf, size_t len, struct cr__meta *m);

@@ -791,15 +791,10 @@ static void crash_torn_in_order(void **state)
  * refuses, then or after more writes. (The earlier expectation, that a
  * later record surviving an earlier one is refused, is gone: that is a
  * torn last batch now, cut.) Several seeds per operation: the states that
- * matter are rare.
- *
- * BUG? Some runs are refused at the reopen after write_after_recovery:
- * the crash kept a batch's body and lost its header, recovery took the
- * zero header for the clean end and left the body on the disk, the
- * writes after it left some of it after their last batch, and the
- * segment, closed once the writer moved on, is refused ("... in a segment
- * that was complete"). See test_storage_recovery's
- * torn_batch_without_its_header, which shows it every time. */
+ * matter are rare. This includes a batch whose body survived and whose
+ * header did not: its leftovers are cut too, so that the segment stays
+ * readable once the writer has moved on (torn_batch_without_its_header in
+ * test_storage_recovery shows that state every time). */
 static void crash_torn_any_order(void **state)
 {
     struct sweep_result res;

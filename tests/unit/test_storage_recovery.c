@@ -885,15 +885,10 @@ static void torn_write_every_offset_of_last_record(void **state)
  * is torn (cut, with a warning). Cut once, the log reopens clean with
  * entry 43, and writing goes on after it.
  *
- * BUG? The first open keeps entry 43 and cuts the batch at the end of the
- * file, but cut_tail (recovery.c) rewrites the batch header to cover the
- * body up to `keep`, the end of the file, which is not a multiple of 8:
- * the batch's checksum now matches a body whose last record is cut short
- * in its padding, and the next open refuses the directory ("a record cut
- * short inside a batch whose checksum matches"). A log cut once must
- * reopen clean: the kept body should end at the padded end of its last
- * record (the missing padding written as zeros), so that the batch, and
- * the writer's next one, stay aligned. */
+ * The first open keeps entry 43 and cuts the batch where the file ends,
+ * writing the missing padding as zeros, so that the rewritten batch ends
+ * at the padded end of its last record: the next open finds a clean,
+ * aligned log (a log cut once must reopen clean). */
 static void truncate_in_padding_of_last_record(void **state)
 {
     struct rfx *f = *state;
@@ -1577,17 +1572,11 @@ static void record_outside_a_batch(void **state)
     }
 }
 
-/* BUG? A data directory written before records went in batches (bare
- * records, segment header version 1, which the new format did not change)
- * is taken for a torn tail when its newest segment is read: its first
- * record is "a record outside a batch", no valid batch follows, so
- * recovery cuts everything after the segment header with a warning and
- * opens with an empty log: every acknowledged entry of that segment is
- * lost (and a closed one is refused as damage). The rule of recovery.c is
- * to refuse what it cannot read rather than guess around it; the format
- * change needs a new segment version that is refused by name (a newest
- * segment of another version must not be taken for one whose creation a
- * crash interrupted either), or a reader for the old format. */
+/* A data directory written before records went in batches (bare records,
+ * segment header version 1) is refused by name, never cut: recovery
+ * refuses what it cannot read rather than guess around it, and a newest
+ * segment of another version is not taken for one whose creation a crash
+ * interrupted either. */
 static void old_format_segment_is_not_cut(void **state)
 {
     struct rfx *f = *state;
@@ -2058,12 +2047,10 @@ static void torn_batch_with_batch_shaped_payload(void **state)
  * body running past the end of the file. Nothing can follow it, so it is
  * a torn tail as well, and is cut.
  *
- * BUG? For a batch cut short, replay_segment (recovery.c) looks for a
- * later valid batch from the torn batch's offset + 8 rather than after
- * its claimed body, as it does for a checksum mismatch ("scan_from"): the
- * valid batch inside the torn batch's own payload is taken for a later
- * batch, and the torn tail is refused as damage in the middle of the log
- * ("a batch cut short, but a valid batch follows"). */
+ * For a batch cut short, the search for a later valid batch starts after
+ * its claimed body (past the end of the file), never inside it: the valid
+ * batch inside the torn batch's own payload is not taken for a later
+ * batch, and the torn tail is cut. */
 static void torn_batch_cut_short_with_batch_shaped_payload(void **state)
 {
     struct rfx *f = *state;
@@ -2095,18 +2082,12 @@ static void torn_batch_cut_short_with_batch_shaped_payload(void **state)
  * directory refused later: the next open recovers everything written
  * after it.
  *
- * BUG? replay_segment (recovery.c) takes a zero batch header for the clean
- * end of the log (CR__REC_END, no valid batch after it) and leaves the
- * non-zero bytes after it, the lost batch's body, on the disk: neither
- * reported as a torn tail nor zeroed. The writer starts its next batch
- * there; what its batches do not overwrite stays after them, and once it
- * moves on to a new segment, the old one is closed with those leftovers
- * after its last batch, which the next open refuses ("a record outside a
- * batch in a segment that was complete"). A plain crash followed by
- * normal writes leaves a directory that cannot be opened (the crash sweep
- * in test_storage_crash, crash_torn_any_order, finds the same). Non-zero
- * bytes after a zero header at the end of the newest segment should be
- * cut as a torn tail. */
+ * A zero batch header with non-zero bytes after it (the lost batch's
+ * body) at the end of the newest segment is a torn tail: reported and
+ * zeroed, so that the writer's next batches leave no leftovers behind
+ * and the segment reopens clean after the writer has moved on (the crash
+ * sweep in test_storage_crash, crash_torn_any_order, reaches this state
+ * too). */
 static void torn_batch_without_its_header(void **state)
 {
     struct rfx *f = *state;
