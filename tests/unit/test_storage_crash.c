@@ -514,7 +514,7 @@ static const char *check_recovery(const struct workload *w,
     if (rec->has_snapshot &&
         st_check_snapshot(r->fs, rec->snapshot_path, rec->snapshot.index,
                           snapshot_term(w, rec->snapshot.index)) != 0) {
-        snprintf(buf, len, "snapshot %s does not read back",
+        snprintf(buf, len, "snapshot %.200s does not read back",
                  rec->snapshot_path);
         return buf;
     }
