@@ -38,7 +38,9 @@ static int cmp_u64(const void *a, const void *b)
 }
 
 /* The raw rate: append `size` bytes and fdatasync, again and again. */
-static double raw_rate(const char *dir, bool prealloc, double seconds,
+static double raw_rate(const char *dir,
+                       bool prealloc,
+                       double seconds,
                        size_t size)
 {
     char path[CR_PATH_MAX];
@@ -72,7 +74,8 @@ static double raw_rate(const char *dir, bool prealloc, double seconds,
     return (double)n / seconds;
 }
 
-struct bench {
+struct bench
+{
     pthread_mutex_t mu;
     pthread_cond_t cv;
     uint64_t durable;
@@ -94,7 +97,8 @@ static void on_done(void *data, uint64_t seq, cr_index last, int status)
     pthread_mutex_unlock(&b->mu);
 }
 
-struct result {
+struct result
+{
     unsigned writers;
     double entries_per_s, syncs_per_s;
     double p50_us, p99_us, max_us;
@@ -107,8 +111,11 @@ static int remove_dir(const char *dir)
     return system(cmd);
 }
 
-static int run_wal(const char *base, unsigned writers, double seconds,
-                   size_t size, struct result *res)
+static int run_wal(const char *base,
+                   unsigned writers,
+                   double seconds,
+                   size_t size,
+                   struct result *res)
 {
     char dir[CR_PATH_MAX];
     char errmsg[CR_ERRMSG_SIZE];
@@ -143,8 +150,7 @@ static int run_wal(const char *base, unsigned writers, double seconds,
     seq_of = calloc(writers, sizeof *seq_of);
     lat = malloc(cap_lat * sizeof *lat);
     payload = malloc(size == 0 ? 1 : size);
-    if (submit_ns == NULL || seq_of == NULL || lat == NULL ||
-        payload == NULL) {
+    if (submit_ns == NULL || seq_of == NULL || lat == NULL || payload == NULL) {
         return 1;
     }
     memset(payload, 'p', size);
@@ -254,16 +260,18 @@ static int bench_wal(int argc, char **argv)
         }
     }
     if (seconds <= 0 || seconds > 3600 || size > (16u << 20)) {
-        fprintf(stderr, "craft-bench wal: --seconds must be in (0, 3600], "
-                        "--size at most 16 MiB\n");
+        fprintf(stderr,
+                "craft-bench wal: --seconds must be in (0, 3600], "
+                "--size at most 16 MiB\n");
         return 2;
     }
     raw_new = raw_rate(dir, false, seconds < 2 ? seconds : 2, size);
     raw_pre = raw_rate(dir, true, seconds < 2 ? seconds : 2, size);
     if (!json) {
-        printf("raw %zu-byte append + fdatasync in %s: %.0f/s on a new "
-               "file, %.0f/s on a preallocated one\n",
-               size, dir, raw_new, raw_pre);
+        printf(
+            "raw %zu-byte append + fdatasync in %s: %.0f/s on a new "
+            "file, %.0f/s on a preallocated one\n",
+            size, dir, raw_new, raw_pre);
         printf("%8s %12s %10s %10s %10s %10s\n", "writers", "entries/s",
                "fsyncs/s", "p50 ms", "p99 ms", "max ms");
     } else {
@@ -282,12 +290,12 @@ static int bench_wal(int argc, char **argv)
             return 1;
         }
         if (json) {
-            printf("%s{\"writers\": %u, \"entries_per_s\": %.0f, "
-                   "\"fsyncs_per_s\": %.0f, \"p50_ms\": %.3f, "
-                   "\"p99_ms\": %.3f, \"max_ms\": %.3f}",
-                   p == list ? "" : ", ", r.writers, r.entries_per_s,
-                   r.syncs_per_s, r.p50_us / 1e3, r.p99_us / 1e3,
-                   r.max_us / 1e3);
+            printf(
+                "%s{\"writers\": %u, \"entries_per_s\": %.0f, "
+                "\"fsyncs_per_s\": %.0f, \"p50_ms\": %.3f, "
+                "\"p99_ms\": %.3f, \"max_ms\": %.3f}",
+                p == list ? "" : ", ", r.writers, r.entries_per_s,
+                r.syncs_per_s, r.p50_us / 1e3, r.p99_us / 1e3, r.max_us / 1e3);
         } else {
             printf("%8u %12.0f %10.0f %10.3f %10.3f %10.3f\n", r.writers,
                    r.entries_per_s, r.syncs_per_s, r.p50_us / 1e3,

@@ -60,11 +60,10 @@ static int wal(int argc, char **argv)
         return 2;
     }
     dump = strcmp(argv[1], "dump") == 0;
-    rv = cr_storage_inspect(argv[2], NULL, dump ? print_line : NULL, NULL,
-                            &rec, errmsg);
+    rv = cr_storage_inspect(argv[2], NULL, dump ? print_line : NULL, NULL, &rec,
+                            errmsg);
     if (rv == CR_ECORRUPT) {
-        fprintf(dump ? stdout : stderr, "%s: damaged: %s\n", argv[2],
-                errmsg);
+        fprintf(dump ? stdout : stderr, "%s: damaged: %s\n", argv[2], errmsg);
         return 1;
     }
     if (rv != 0) {
@@ -82,8 +81,7 @@ static int wal(int argc, char **argv)
     }
     cr_recovery_free(&rec, NULL);
     if (rec.torn) {
-        printf("%s: torn tail: recovery cuts it at the next start\n",
-               argv[2]);
+        printf("%s: torn tail: recovery cuts it at the next start\n", argv[2]);
         return 3;
     }
     if (!dump) {
