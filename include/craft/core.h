@@ -649,6 +649,12 @@ cr_term cr_core_term_at(const struct cr_core *c, cr_index index);
 /* The entry at index, or NULL when it is not in memory. */
 const struct cr_entry *cr_core_entry(const struct cr_core *c, cr_index index);
 const struct cr_config *cr_core_config(const struct cr_core *c);
+/* The configuration in force as of `index` (for a snapshot's header);
+ * CR_ENOTFOUND if the log does not reach back that far. */
+int cr_core_config_at(const struct cr_core *c,
+                      cr_index index,
+                      struct cr_config *out,
+                      cr_index *config_index);
 cr_index cr_core_config_index(const struct cr_core *c);
 const struct cr_snapshot_meta *cr_core_snapshot(const struct cr_core *c);
 /* Leader only: the match index of a server, 0 if unknown. */

@@ -249,6 +249,10 @@ int cr_storage_inspect(const char *dir,
                        struct cr_recovery *rec,
                        char *errmsg);
 
+/* The path (CR_PATH_MAX bytes) of the snapshot file for (index, term) in
+ * dir, as cr_snapshot_writer_commit names it. */
+int cr_snapshot_path(char *path, const char *dir, cr_index index, cr_term term);
+
 /* CRC32C (Castagnoli) of buf, continuing from crc (0 to start). */
 uint32_t cr_crc32c(uint32_t crc, const void *buf, size_t len);
 

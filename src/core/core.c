@@ -387,6 +387,7 @@ int cr_core_bootstrap(struct cr_core *c,
                       const struct cr_config *config,
                       struct cr_update *out)
 {
+    struct cr_config sorted;
     size_t size;
     void *batch;
     uint8_t *buf;
@@ -399,6 +400,19 @@ int cr_core_bootstrap(struct cr_core *c,
         finish(c, out);
         return CR_EINVAL;
     }
+    /* Every first server must write the very same entry, whatever order
+     * it lists the servers in: sort them by id. */
+    sorted = *config;
+    for (unsigned i = 1; i < sorted.n; i++) {
+        struct cr_server s = sorted.servers[i];
+        unsigned j = i;
+        while (j > 0 && sorted.servers[j - 1].id > s.id) {
+            sorted.servers[j] = sorted.servers[j - 1];
+            j--;
+        }
+        sorted.servers[j] = s;
+    }
+    config = &sorted;
     size = cr_config_encoded_size(config);
     buf = cr_batch_alloc(c->alloc, size, &batch);
     if (buf == NULL) {
@@ -778,6 +792,18 @@ const struct cr_entry *cr_core_entry(const struct cr_core *c, cr_index index)
 const struct cr_config *cr_core_config(const struct cr_core *c)
 {
     return &c->config;
+}
+
+int cr_core_config_at(const struct cr_core *c,
+                      cr_index index,
+                      struct cr_config *out,
+                      cr_index *config_index)
+{
+    if (index < c->offset || index > cr__log_last(c) ||
+        !cr__log_config_at(c, index, out, config_index)) {
+        return CR_ENOTFOUND;
+    }
+    return 0;
 }
 
 cr_index cr_core_config_index(const struct cr_core *c)

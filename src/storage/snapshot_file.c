@@ -291,3 +291,10 @@ void cr_snapshot_reader_close(struct cr_snapshot_reader *r)
     }
     free(r);
 }
+
+int cr_snapshot_path(char *path, const char *dir, cr_index index, cr_term term)
+{
+    char name[96];
+    cr__snap_name(name, sizeof name, index, term);
+    return cr__join(path, dir, name);
+}

@@ -96,6 +96,34 @@ static void foreign_cluster_message_rejected(void **state)
     fx_free(f);
 }
 
+/* Every first server writes the same bootstrap entry whatever order its
+ * configuration lists the servers in (each lists itself first, say):
+ * otherwise log matching breaks at index 1. */
+static void bootstrap_entry_is_canonical(void **state)
+{
+    struct fx *f = fx_new(2, NULL);
+    struct cr_config a, b;
+    const struct cr_entry *e1, *e2;
+    (void)state;
+    memset(&a, 0, sizeof a);
+    memset(&b, 0, sizeof b);
+    assert_int_equal(cr_config_add(&a, 1, CR_VOTER, "h1:1"), 0);
+    assert_int_equal(cr_config_add(&a, 2, CR_VOTER, "h2:1"), 0);
+    assert_int_equal(cr_config_add(&a, 3, CR_VOTER, "h3:1"), 0);
+    assert_int_equal(cr_config_add(&b, 2, CR_VOTER, "h2:1"), 0);
+    assert_int_equal(cr_config_add(&b, 3, CR_VOTER, "h3:1"), 0);
+    assert_int_equal(cr_config_add(&b, 1, CR_VOTER, "h1:1"), 0);
+    assert_int_equal(fx_bootstrap_config(f, 1, &a), 0);
+    assert_int_equal(fx_bootstrap_config(f, 2, &b), 0);
+    e1 = cr_core_entry(&f->core[1], 1);
+    e2 = cr_core_entry(&f->core[2], 1);
+    assert_non_null(e1);
+    assert_non_null(e2);
+    assert_int_equal(e1->buf.len, e2->buf.len);
+    assert_memory_equal(e1->buf.base, e2->buf.base, e1->buf.len);
+    fx_free(f);
+}
+
 /* Answers carry the context of the request they answer, so that a
  * transport can match them to the calls that brought the requests: a vote
  * result (held until durable) and append results (success and refusal). */
@@ -526,6 +554,7 @@ int main(int argc, char **argv)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(foreign_cluster_message_rejected),
         cmocka_unit_test(answers_echo_request_context),
+        cmocka_unit_test(bootstrap_entry_is_canonical),
         cmocka_unit_test(malformed_message_rejected),
         cmocka_unit_test(malformed_entries_rejected),
         cmocka_unit_test(malformed_events_rejected),
