@@ -34,9 +34,11 @@ static int round_trip(enum cr__method method,
     /* The entries borrow from pb: copy what the test looks at. */
     if (rv == 0 && *entries != NULL) {
         for (unsigned i = 0; i < out->append_entries.n_entries; i++) {
-            void *copy = malloc(out->append_entries.entries[i].buf.len + 1);
-            memcpy(copy, out->append_entries.entries[i].buf.base,
-                   out->append_entries.entries[i].buf.len);
+            size_t len = out->append_entries.entries[i].buf.len;
+            void *copy = malloc(len + 1);
+            if (len > 0) {
+                memcpy(copy, out->append_entries.entries[i].buf.base, len);
+            }
             out->append_entries.entries[i].buf.base = copy;
         }
     }
