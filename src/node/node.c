@@ -28,6 +28,11 @@ struct pending
     bool index_known; /* reads: the read index has come */
     cr_id target;     /* transfers */
     uint64_t deadline;
+    /* A write waiting to be proposed with the others of this loop turn. */
+    bool queued;
+    uint8_t *buf;
+    size_t len;
+    struct pending *q_prev, *q_next;
 };
 
 struct forward
@@ -76,6 +81,10 @@ struct cr_node
     cr_id unreachable[CR_SERVERS_MAX * 2];
     unsigned n_unreachable;
     struct pending *pending; /* writes, changes, reads, transfers */
+    /* Writes to propose at the end of this loop turn, in arrival order:
+     * under load many commands share one proposal and one AppendEntries. */
+    struct pending *q_head, *q_tail;
+    uv_check_t batcher;
     uint64_t next_read_id;
     char snapshot_path[CR_PATH_MAX];
     cr_index snapshot_index;
@@ -165,6 +174,7 @@ static void fatal(struct cr_node *n, const char *evt, const char *why)
 static void carry_out(struct cr_node *n, const struct cr_update *u);
 static void flush_unreachable(struct cr_node *n);
 static void on_timer(uv_timer_t *t);
+static void on_batch(uv_check_t *h);
 
 static int step(struct cr_node *n, struct cr_event *ev, struct cr_update *out)
 {
@@ -198,9 +208,30 @@ static void trace(void *data, const struct cr_core *c, const struct cr_trace *t)
         t->reason != NULL ? t->reason : "", t->reason != NULL ? "\"" : "");
 }
 
+static void unqueue(struct cr_node *n, struct pending *p)
+{
+    if (!p->queued) {
+        return;
+    }
+    if (p->q_prev != NULL) {
+        p->q_prev->q_next = p->q_next;
+    } else {
+        n->q_head = p->q_next;
+    }
+    if (p->q_next != NULL) {
+        p->q_next->q_prev = p->q_prev;
+    } else {
+        n->q_tail = p->q_prev;
+    }
+    p->queued = false;
+    free(p->buf);
+    p->buf = NULL;
+}
+
 static void remove_pending(struct cr_node *n, struct pending *p)
 {
     struct pending **pp = &n->pending;
+    unqueue(n, p);
     while (*pp != NULL && *pp != p) {
         pp = &(*pp)->next;
     }
@@ -788,16 +819,96 @@ static void forward(struct cr_node *n, struct cr_client_call *call)
                          f);
 }
 
+#define BATCH_MAX 4096
+
+/* Proposes every write queued in this loop turn, in one proposal. */
+static void on_batch(uv_check_t *h)
+{
+    struct cr_node *n = h->data;
+    struct cr_entry *entries;
+    struct pending **batch;
+    struct cr_event ev;
+    struct cr_update u;
+    unsigned count = 0;
+    cr_index first;
+    cr_term term;
+    int rv;
+    for (struct pending *p = n->q_head; p != NULL && count < BATCH_MAX;
+         p = p->q_next) {
+        count++;
+    }
+    if (count == 0) {
+        uv_check_stop(h);
+        return;
+    }
+    entries = calloc(count, sizeof *entries);
+    batch = calloc(count, sizeof *batch);
+    if (entries == NULL || batch == NULL) {
+        free(entries);
+        free(batch);
+        return; /* tried again at the next turn */
+    }
+    count = 0;
+    for (struct pending *p = n->q_head; p != NULL && count < BATCH_MAX;
+         p = p->q_next) {
+        entries[count].type = CR_ENTRY_COMMAND;
+        entries[count].buf.base = p->buf;
+        entries[count].buf.len = p->len;
+        batch[count++] = p;
+    }
+    /* Known before the step: in a cluster of one, the entries can commit
+     * within it. */
+    first = cr_core_last_index(&n->core) + 1;
+    term = cr_core_term(&n->core);
+    for (unsigned i = 0; i < count; i++) {
+        batch[i]->index = first + i;
+        batch[i]->term = term;
+    }
+    memset(&ev, 0, sizeof ev);
+    ev.type = CR_EVENT_PROPOSE;
+    ev.propose.entries = entries;
+    ev.propose.n = count;
+    /* The core copies the bytes; the queue lets go of them first, since
+     * the step may answer (and free) some of these writes. */
+    for (unsigned i = 0; i < count; i++) {
+        batch[i]->buf = NULL;
+        unqueue(n, batch[i]);
+    }
+    rv = step(n, &ev, &u);
+    for (unsigned i = 0; i < count; i++) {
+        free(entries[i].buf.base);
+    }
+    if (rv != 0) {
+        for (unsigned i = 0; i < count; i++) {
+            for (struct pending *q = n->pending; q != NULL; q = q->next) {
+                if (q == batch[i]) {
+                    struct cr_client_call *call = q->call;
+                    remove_pending(n, q);
+                    reply_status(
+                        n, call,
+                        rv == CR_ETRANSFER ? CR_OPS_REFUSED : CR_OPS_NOT_LEADER,
+                        rv == CR_ETRANSFER
+                            ? "a leadership transfer is in progress"
+                            : "not the leader any more; not "
+                              "applied");
+                    break;
+                }
+            }
+        }
+    }
+    free(entries);
+    free(batch);
+    if (n->q_head == NULL) {
+        uv_check_stop(h);
+    }
+}
+
 static void do_write(struct cr_node *n, struct cr_client_call *call)
 {
     const struct cr_client_request *req = cr_client_request(call);
     struct cr_command cmd = req->command;
-    struct cr_event ev;
-    struct cr_update u;
-    struct cr_entry e;
     uint8_t *buf;
     size_t len;
-    int rv;
     struct pending *p;
     if (cr_core_role(&n->core) != CR_LEADER) {
         forward(n, call);
@@ -819,38 +930,22 @@ static void do_write(struct cr_node *n, struct cr_client_call *call)
         return;
     }
     cr_command_encode(&cmd, buf);
-    memset(&e, 0, sizeof e);
-    e.type = CR_ENTRY_COMMAND;
-    e.buf.base = buf;
-    e.buf.len = len;
-    memset(&ev, 0, sizeof ev);
-    ev.type = CR_EVENT_PROPOSE;
-    ev.propose.entries = &e;
-    ev.propose.n = 1;
     p = add_pending(n, call, req->kind);
     if (p == NULL) {
         free(buf);
         return;
     }
-    /* The pending write must be known before the step: in a cluster of
-     * one, the entry can commit within it. */
-    p->index = cr_core_last_index(&n->core) + 1;
-    p->term = cr_core_term(&n->core);
-    rv = step(n, &ev, &u);
-    free(buf);
-    if (rv != 0) {
-        for (struct pending *q = n->pending; q != NULL; q = q->next) {
-            if (q == p) {
-                remove_pending(n, p);
-                reply_status(
-                    n, call,
-                    rv == CR_ETRANSFER ? CR_OPS_REFUSED : CR_OPS_NOT_LEADER,
-                    rv == CR_ETRANSFER ? "a leadership transfer is in progress"
-                                       : cr_strerror(rv));
-                break;
-            }
-        }
+    p->buf = buf;
+    p->len = len;
+    p->queued = true;
+    p->q_prev = n->q_tail;
+    if (n->q_tail != NULL) {
+        n->q_tail->q_next = p;
+    } else {
+        n->q_head = p;
     }
+    n->q_tail = p;
+    uv_check_start(&n->batcher, on_batch);
 }
 
 static void do_read(struct cr_node *n, struct cr_client_call *call)
@@ -1256,8 +1351,10 @@ int cr_node_start(struct cr_node **out,
     n->sweep.data = n;
     uv_async_init(loop, &n->persisted, on_persisted);
     n->persisted.data = n;
+    uv_check_init(loop, &n->batcher);
+    n->batcher.data = n;
     uv_timer_start(&n->sweep, on_sweep, SWEEP_MS, SWEEP_MS);
-    n->handles_open = 3;
+    n->handles_open = 4;
 
     LOG(n, CR_LOG_INFO, "started",
         "listen=%s advertise=%s data_dir=%s cluster=%" PRIu64
@@ -1309,6 +1406,7 @@ static void on_transport_closed(void *data)
     uv_close((uv_handle_t *)&n->timer, on_handle_closed);
     uv_close((uv_handle_t *)&n->sweep, on_handle_closed);
     uv_close((uv_handle_t *)&n->persisted, on_handle_closed);
+    uv_close((uv_handle_t *)&n->batcher, on_handle_closed);
 }
 
 void cr_node_stop(struct cr_node *n,
@@ -1332,5 +1430,6 @@ void cr_node_stop(struct cr_node *n,
     }
     uv_timer_stop(&n->timer);
     uv_timer_stop(&n->sweep);
+    uv_check_stop(&n->batcher);
     cr_transport_close(n->transport, on_transport_closed, n);
 }
