@@ -659,6 +659,9 @@ cr_index cr_core_config_index(const struct cr_core *c);
 const struct cr_snapshot_meta *cr_core_snapshot(const struct cr_core *c);
 /* Leader only: the match index of a server, 0 if unknown. */
 cr_index cr_core_match(const struct cr_core *c, cr_id id);
+/* Leader only: how the leader replicates to a server ("probe",
+ * "pipeline", "snapshot"), or "" if it does not. */
+const char *cr_core_progress(const struct cr_core *c, cr_id id);
 cr_id cr_core_transfer_target(const struct cr_core *c);
 const char *cr_role_name(enum cr_role role);
 

@@ -832,6 +832,26 @@ cr_index cr_core_match(const struct cr_core *c, cr_id id)
     return 0;
 }
 
+const char *cr_core_progress(const struct cr_core *c, cr_id id)
+{
+    if (c->role != CR_LEADER) {
+        return "";
+    }
+    for (unsigned i = 0; i < c->n_progress; i++) {
+        if (c->progress[i].id == id) {
+            switch (c->progress[i].state) {
+                case CR_PROBE:
+                    return "probe";
+                case CR_PIPELINE:
+                    return "pipeline";
+                case CR_SNAPSHOT:
+                    return "snapshot";
+            }
+        }
+    }
+    return "";
+}
+
 cr_id cr_core_transfer_target(const struct cr_core *c)
 {
     return c->transfer_target;

@@ -1088,7 +1088,7 @@ static void do_status(struct cr_node *n, struct cr_client_call *call)
             }
             peers[np].id = c->servers[i].id;
             peers[np].match = cr_core_match(&n->core, c->servers[i].id);
-            peers[np].state = "";
+            peers[np].state = cr_core_progress(&n->core, c->servers[i].id);
             np++;
         }
     }
