@@ -49,6 +49,7 @@ def test_add_on_leader_and_follower(cluster, pb):
     r = leader.add(5, 3)
     expect_ok_add(r, pb, 8, f"Add(5, 3) to the leader {lid}")
     assert r.total == 8, f"the total after the first add: {r}"
+    assert not r.at_most_once, f"no client_id/sequence, yet at_most_once: {r}"
 
     r = follower.add(5, 3)
     expect_ok_add(r, pb, 8, f"Add(5, 3) to follower {follower.id}")
@@ -174,6 +175,16 @@ def test_exactly_once(cluster, pb):
     for r in answers:
         assert r.success and r.status == pb.OP_OK and r.result == "8", r
     cluster.wait_converged(deadline=5.0, total=24)
+
+    # Both copies in flight at once, at a follower and at the leader.
+    cid3 = new_client_id()
+    for seq in range(1, 6):
+        req = pb.AddRequest(num1=seq, num2=seq, client_id=cid3, sequence=seq)
+        futures = [n.stub().Add.future(req, timeout=5) for n in (follower, leader)]
+        for f in futures:
+            r = f.result()
+            expect_ok_add(r, pb, 2 * seq, f"concurrent copies of Add seq {seq}")
+    cluster.wait_converged(deadline=5.0, total=24 + 30)
 
 
 # Bodies that no protobuf parser may accept (checked against the Python
