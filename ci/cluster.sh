@@ -11,6 +11,7 @@
 # build/src/craftctl; used for `status` if it has that command, otherwise
 # /usr/bin/python3 with stubs generated from proto/raft.proto),
 # CRAFT_CLUSTER_STATE (default /tmp/craft-cluster), CRAFT_BASE_PORT (50051).
+# shellcheck disable=SC2153 # DATA, PIDS, ... come from the state file
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -92,6 +93,7 @@ is_ours() {
     [ -r "/proc/$1/cmdline" ] && tr '\0' ' ' <"/proc/$1/cmdline" | grep -qF -- "$DATA/"
 }
 
+# DATA, N, PIDS, ENDPOINTS come from the state file.
 load_state() {
     [ -f "$state" ] || die "no cluster is running (no $state); start one with: $0 start"
     # shellcheck disable=SC1090
@@ -103,7 +105,9 @@ cmd_start() {
     case $n in
     '' | *[!0-9]*) die "N must be a number of nodes, 1 to 16 (got '$n')" ;;
     esac
-    [ "$n" -ge 1 ] && [ "$n" -le 16 ] || die "N must be 1 to 16 (got $n)"
+    if [ "$n" -lt 1 ] || [ "$n" -gt 16 ]; then
+        die "N must be 1 to 16 (got $n)"
+    fi
     if [ -f "$state" ]; then
         die "a cluster is already recorded in $state; run: $0 stop"
     fi
@@ -124,7 +128,9 @@ cmd_start() {
     for ((i = 1; i <= n; i++)); do
         local args=(--id "$i" --listen "127.0.0.1:$((base_port + i - 1))" --data-dir "$data/n$i")
         for ((j = 1; j <= n; j++)); do
-            [ "$j" -ne "$i" ] && args+=(--peer "$j=127.0.0.1:$((base_port + j - 1))")
+            if [ "$j" -ne "$i" ]; then
+                args+=(--peer "$j=127.0.0.1:$((base_port + j - 1))")
+            fi
         done
         # Its own session: it outlives this script and the terminal's signals.
         setsid "$craftd" "${args[@]}" </dev/null >"$data/n$i.log" 2>&1 &
@@ -183,12 +189,16 @@ cmd_stop() {
     load_state
     local pid left waited=0
     for pid in $PIDS; do
-        is_ours "$pid" && kill -TERM "$pid" 2>/dev/null || true
+        if is_ours "$pid"; then
+            kill -TERM "$pid" 2>/dev/null || true
+        fi
     done
     while :; do
         left=""
         for pid in $PIDS; do
-            is_ours "$pid" && left="$left $pid"
+            if is_ours "$pid"; then
+                left="$left $pid"
+            fi
         done
         [ -z "$left" ] && break
         if [ "$waited" -ge 50 ]; then
@@ -213,7 +223,7 @@ start) cmd_start "${2:-3}" ;;
 status) cmd_status ;;
 stop) cmd_stop ;;
 *)
-    sed -n '2,/^set -e/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2
+    sed -n '2,/^# shellcheck/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2
     exit 2
     ;;
 esac
