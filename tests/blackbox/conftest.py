@@ -63,8 +63,10 @@ def cluster(cluster_factory):
 def replay_command(item):
     craftd = craft_cluster.craftd_path()
     path = os.path.relpath(str(item.path), craft_cluster.REPO_ROOT)
+    wrapper = os.environ.get("CRAFTD_WRAPPER")
+    env = f"CRAFTD_WRAPPER={shlex.quote(wrapper)} " if wrapper else ""
     return (
-        f"cd {shlex.quote(str(craft_cluster.REPO_ROOT))} && "
+        f"cd {shlex.quote(str(craft_cluster.REPO_ROOT))} && {env}"
         f"CRAFTD={shlex.quote(str(craftd))} /usr/bin/python3 -m pytest "
         f"{shlex.quote(path + '::' + item.name)}"
     )

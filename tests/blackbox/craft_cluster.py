@@ -9,6 +9,7 @@ Run with Debian's /usr/bin/python3 (python3-grpcio, python3-protobuf).
 
 import importlib
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -140,7 +141,12 @@ class Node:
     # -- processes
 
     def command(self):
-        return [str(self.cluster.craftd)] + self.args
+        """The command line; the cluster's wrapper (e.g. valgrind) first, its
+        words formatted with {id} and {root}."""
+        wrapper = [
+            w.format(id=self.id, root=self.cluster.root) for w in self.cluster.wrapper
+        ]
+        return wrapper + [str(self.cluster.craftd)] + self.args
 
     def start(self):
         if self.running():
@@ -286,8 +292,12 @@ class Node:
 class Cluster:
     """N craftd processes on free 127.0.0.1 ports, data under `root`."""
 
-    def __init__(self, root, n=3, craftd=None, extra_args=()):
+    def __init__(self, root, n=3, craftd=None, extra_args=(), wrapper=None):
         self.root = Path(root)
+        # A command that runs craftd, e.g. valgrind; default: $CRAFTD_WRAPPER.
+        if wrapper is None:
+            wrapper = shlex.split(os.environ.get("CRAFTD_WRAPPER", ""))
+        self.wrapper = list(wrapper)
         self.root.mkdir(parents=True, exist_ok=True)
         self.craftd = Path(craftd) if craftd else craftd_path()
         if not os.access(self.craftd, os.X_OK):
