@@ -788,7 +788,7 @@ enum next {
  * channel that is connecting or waiting to retry fails calls with it).
  * Anything else (a reset, "Socket closed", the server's own UNAVAILABLE
  * "the server is stopping") may come after the server took the request. */
-static bool never_sent(const struct cr_cli_rpc_status *st)
+bool cr_cli_never_sent(const struct cr_cli_rpc_status *st)
 {
     return st->code == GRPC_STATUS_UNAVAILABLE &&
            (strstr(st->details, "failed to connect") != NULL ||
@@ -818,7 +818,7 @@ static enum next judge(struct cr_cli *c,
                  st->details[0] != '\0' ? ": " : "", st->details);
         switch (st->code) {
             case GRPC_STATUS_UNAVAILABLE:
-                if (never_sent(st)) {
+                if (cr_cli_never_sent(st)) {
                     return NEXT_ROTATE_NOW;
                 }
                 *maybe_applied = write;

@@ -249,6 +249,10 @@ void cr_cli_status_all(struct cr_cli *c,
                        Raft__StatusResponse **resp,
                        struct cr_cli_rpc_status *st);
 
+/* Whether a failed call certainly never reached the server: gRPC could
+ * not connect. Any other failure may come after the server took it. */
+bool cr_cli_never_sent(const struct cr_cli_rpc_status *st);
+
 /* ---------------------------------------------------------------------------
  * Operations
  * ------------------------------------------------------------------------- */
