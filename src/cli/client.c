@@ -281,6 +281,13 @@ int cr_cli_init(struct cr_cli *c,
     while (p != NULL && *p != '\0') {
         const char *comma = strchr(p, ',');
         size_t len = comma != NULL ? (size_t)(comma - p) : strlen(p);
+        while (len > 0 && (*p == ' ' || *p == '\t')) {
+            p++;
+            len--;
+        }
+        while (len > 0 && (p[len - 1] == ' ' || p[len - 1] == '\t')) {
+            len--;
+        }
         if (len > 0) {
             if (!address_ok(p, len) || len >= CR_CLI_ADDRESS_MAX) {
                 snprintf(errmsg, CR_CLI_WHY_MAX,
@@ -397,19 +404,21 @@ int cr_cli_call_start(struct cr_cli *c,
                       struct cr_cli_call *call,
                       struct cr_cli_rpc_status *st)
 {
-    struct cr_cli_endpoint *e = &c->endpoints[ep];
     gpr_timespec deadline =
         gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC),
                      gpr_time_from_millis((int64_t)timeout_ms, GPR_TIMESPAN));
+    struct cr_cli_endpoint *e;
     grpc_op ops[6];
     memset(call, 0, sizeof *call);
     call->method = m;
     call->details = grpc_empty_slice();
-    if (ep >= c->n_endpoints || req->descriptor != cr_cli_methods[m].request) {
+    if (ep >= c->n_endpoints || (unsigned)m >= CR_CLI_METHOD_COUNT ||
+        req->descriptor != cr_cli_methods[m].request) {
         status_set(st, GRPC_STATUS_INVALID_ARGUMENT,
                    "no such endpoint, or the wrong request type");
         return -1;
     }
+    e = &c->endpoints[ep];
     call->call = grpc_channel_create_registered_call(
         e->channel, NULL, GRPC_PROPAGATE_DEFAULTS, cq, e->handles[m], deadline,
         NULL);
