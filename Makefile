@@ -13,7 +13,7 @@ JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
 SAN_SEEDS  ?= 600
 CMAKE_ARGS ?=
 
-.PHONY: all deps configure build test check sanitize lint format clean
+.PHONY: all deps configure build test check sanitize lint format clean run stop
 
 all: build
 
@@ -29,7 +29,7 @@ build: configure
 # Every test of the normal build (ctest -L unit, -L sim for a subset).
 # ctest keeps a test's output to itself unless it fails; the simulator's
 # summary lines are worth seeing either way.
-SIM_SUMMARY = grep -hE '^(seeds|scenarios|simulated)' Testing/Temporary/LastTest.log || true
+SIM_SUMMARY = grep -hE '^(seeds|scenarios|simulated)|[0-9]+ passed' Testing/Temporary/LastTest.log || true
 
 test: build
 	@cd $(BUILD) && { ctest --output-on-failure -j$(JOBS); rc=$$?; $(SIM_SUMMARY); exit $$rc; }
@@ -45,6 +45,21 @@ sanitize: deps
 	@cd $(SAN_BUILD) && { ctest --output-on-failure -j$(JOBS) -L 'unit|sim|storage'; rc=$$?; $(SIM_SUMMARY); exit $$rc; }
 
 check: lint test sanitize
+
+# Builds, starts a local 3-node cluster on 127.0.0.1:50051-50053 (data in a
+# temporary directory), adds 5 and 3 through it and shows its status.
+run: build
+	@CRAFTD=$(BUILD)/src/craftd CRAFTCTL=$(BUILD)/src/craftctl bash ci/cluster.sh start 3
+	@$(BUILD)/src/craftctl --endpoints 127.0.0.1:50051,127.0.0.1:50052,127.0.0.1:50053 add 5 3
+	@$(BUILD)/src/craftctl --endpoints 127.0.0.1:50051,127.0.0.1:50052,127.0.0.1:50053 status
+	@echo
+	@echo "The cluster runs in the background. Talk to it with"
+	@echo "  $(BUILD)/src/craftctl --endpoints 127.0.0.1:50051,127.0.0.1:50052,127.0.0.1:50053 add 10 -2"
+	@echo "  export CRAFT_ENDPOINTS=127.0.0.1:50051,127.0.0.1:50052,127.0.0.1:50053; $(BUILD)/src/craftctl status"
+	@echo "Stop it (and remove its data) with: make stop"
+
+stop:
+	@bash ci/cluster.sh stop
 
 format:
 	@clang-format -i $$(git ls-files '*.c' '*.h')

@@ -749,12 +749,18 @@ static void maybe_snapshot(struct cr_node *n)
  * Client calls
  * ------------------------------------------------------------------------- */
 
+/* When to give up on a client call: a little before the client's own
+ * deadline, so that our answer (outcome unknown, retry with the same
+ * session) reaches it before its DEADLINE_EXCEEDED does. */
 static uint64_t deadline_of(struct cr_node *n, struct cr_client_call *call)
 {
     int64_t left = cr_client_time_left(call);
+    int64_t margin;
     if (left > DEFAULT_WAIT_MS || left < 0) {
         left = left < 0 ? 0 : DEFAULT_WAIT_MS;
     }
+    margin = left / 10 > 50 ? left / 10 : 50;
+    left = left > margin ? left - margin : 0;
     return uv_now(n->loop) + (uint64_t)left;
 }
 
@@ -790,6 +796,7 @@ static void on_forwarded(void *data, const struct cr_client_reply *reply)
 static void forward(struct cr_node *n, struct cr_client_call *call)
 {
     const struct cr_client_request *req = cr_client_request(call);
+    struct cr_client_request fwd;
     cr_id leader = cr_core_leader(&n->core);
     const char *addr = leader != 0 ? address_of(n, leader) : NULL;
     struct forward *f;
@@ -815,7 +822,10 @@ static void forward(struct cr_node *n, struct cr_client_call *call)
     if (left > DEFAULT_WAIT_MS || left < 0) {
         left = DEFAULT_WAIT_MS;
     }
-    cr_transport_forward(n->transport, addr, req, (unsigned)left, on_forwarded,
+    /* Once only: the leader must not pass it on again. */
+    fwd = *req;
+    fwd.forwarded = true;
+    cr_transport_forward(n->transport, addr, &fwd, (unsigned)left, on_forwarded,
                          f);
 }
 

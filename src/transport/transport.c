@@ -700,7 +700,12 @@ void cr_client_reply(struct cr_client_call *call,
             resp.leader_address = (char *)(uintptr_t)(r->leader_address != NULL
                                                           ? r->leader_address
                                                           : "");
-            resp.error = (char *)(uintptr_t)(r->error != NULL ? r->error : "");
+            resp.error =
+                (char *)(uintptr_t)(r->error != NULL ? r->error
+                                    : ok && req->kind != CR_CLIENT_READ &&
+                                            r->result.status != CR_RESULT_OK
+                                        ? r->result.text
+                                        : "");
             if (!ok && r->error != NULL) {
                 resp.result = (char *)(uintptr_t)r->error;
             }
@@ -788,6 +793,7 @@ void cr_client_reply(struct cr_client_call *call,
             Raft__TransferResponse resp;
             raft__transfer_response__init(&resp);
             resp.success = ok;
+            resp.status = op_status(r->status);
             resp.error = (char *)(uintptr_t)(r->error != NULL ? r->error : "");
             resp.leader_id = (int32_t)r->leader;
             resp.leader_address = (char *)(uintptr_t)(r->leader_address != NULL
@@ -1299,10 +1305,17 @@ static void on_out_done(struct cr_grpc_op *op, bool ok)
         memset(&r, 0, sizeof r);
         if (resp == NULL) {
             char *d = grpc_slice_to_c_string(o->details);
-            snprintf(err, sizeof err, "forwarding failed: %s",
+            /* A call that found no connection to the leader was never
+             * sent: a definite failure. Anything else (a deadline, a
+             * connection lost mid-call) may have been applied there. */
+            bool never_sent =
+                o->status == GRPC_STATUS_UNAVAILABLE && o->md_init.count == 0 &&
+                d != NULL &&
+                (strstr(d, "onnect") != NULL || strstr(d, "DNS") != NULL);
+            snprintf(err, sizeof err, "forwarding to the leader failed: %s",
                      d != NULL && d[0] != '\0' ? d : "no reply");
             gpr_free(d);
-            r.status = CR_OPS_UNKNOWN;
+            r.status = never_sent ? CR_OPS_UNAVAILABLE : CR_OPS_UNKNOWN;
             r.error = err;
             t->stats.calls_failed++;
         } else {
@@ -1382,7 +1395,10 @@ static void on_out_done(struct cr_grpc_op *op, bool ok)
                 }
                 case CR__M_TRANSFER_LEADERSHIP: {
                     const Raft__TransferResponse *x = (const void *)resp;
-                    r.status = x->success ? CR_OPS_OK : CR_OPS_REFUSED;
+                    r.status = (enum cr_op_status)x->status;
+                    if (!x->success && r.status == CR_OPS_OK) {
+                        r.status = CR_OPS_REFUSED;
+                    }
                     r.error = x->error[0] != '\0' ? x->error : NULL;
                     r.leader = (cr_id)(x->leader_id > 0 ? x->leader_id : 0);
                     r.leader_address = x->leader_address;
@@ -1723,7 +1739,7 @@ void cr_transport_forward(struct cr_transport *t,
             r.num2 = cmd->b;
             r.client_id = cmd->client_id;
             r.sequence = cmd->sequence;
-            r.forwarded = true;
+            r.forwarded = req->forwarded;
             o->send = cr__pack(&r.base);
             break;
         }
@@ -1745,7 +1761,7 @@ void cr_transport_forward(struct cr_transport *t,
                 r.delta = cmd->a;
                 r.client_id = cmd->client_id;
                 r.sequence = cmd->sequence;
-                r.forwarded = true;
+                r.forwarded = req->forwarded;
                 o->send = cr__pack(&r.base);
             }
             free(key);
@@ -1768,7 +1784,7 @@ void cr_transport_forward(struct cr_transport *t,
             Raft__RemoveRequest r;
             raft__remove_request__init(&r);
             r.node_id = (int32_t)req->node_id;
-            r.forwarded = true;
+            r.forwarded = req->forwarded;
             o->send = cr__pack(&r.base);
             break;
         }
@@ -1776,7 +1792,7 @@ void cr_transport_forward(struct cr_transport *t,
             Raft__TransferRequest r;
             raft__transfer_request__init(&r);
             r.node_id = (int32_t)req->node_id;
-            r.forwarded = true;
+            r.forwarded = req->forwarded;
             o->send = cr__pack(&r.base);
             break;
         }
@@ -1789,7 +1805,7 @@ void cr_transport_forward(struct cr_transport *t,
             r.operation = text;
             r.client_id = (int64_t)cmd->client_id;
             r.sequence = cmd->sequence;
-            r.forwarded = true;
+            r.forwarded = req->forwarded;
             o->send = cr__pack(&r.base);
             break;
         }
