@@ -482,6 +482,7 @@ struct cr__progress
     cr_index snapshot_index; /* SNAPSHOT: index being sent */
     cr_msec snapshot_sent;
     cr_msec last_send;
+    cr_index commit_sent;        /* highest commit index sent to it */
     cr_index match_at_heartbeat; /* loss detection in PIPELINE */
     bool inflight_at_heartbeat;
     /* In-flight appends in PIPELINE: last index and bytes of each. */

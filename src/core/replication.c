@@ -205,6 +205,7 @@ static bool send_append(struct cr_core *c,
     m.append_entries.prev_term = cr__log_term(c, prev);
     m.append_entries.commit = c->commit;
     m.append_entries.seq = append_seq_for(c, p, prev + n);
+    p->commit_sent = c->commit;
     m.append_entries.n_entries = n;
     /* entries is resolved by finish() once the log stops moving. */
     cr__send(c, &m, false);
@@ -254,6 +255,7 @@ void cr__send_heartbeat(struct cr_core *c, struct cr__progress *p)
     m.append_entries.prev_term = cr__log_term(c, prev);
     m.append_entries.commit = c->commit;
     m.append_entries.seq = append_seq_for(c, p, prev);
+    p->commit_sent = c->commit;
     cr__send(c, &m, false);
     p->last_send = c->now;
 }
@@ -342,6 +344,21 @@ int cr__propose(struct cr_core *c, const struct cr_entry *entries, unsigned n)
     return 0;
 }
 
+/* Sends p the commit index if it has not had it and nothing in flight to
+ * it will bring it an answer soon: new entries if there are any, else a
+ * heartbeat. */
+static void notify_commit(struct cr_core *c, struct cr__progress *p)
+{
+    if (p->commit_sent >= c->commit || p->state == CR_SNAPSHOT ||
+        (p->state == CR_PIPELINE && p->inflight_count > 0) ||
+        (p->state == CR_PROBE && p->paused)) {
+        return;
+    }
+    if (p->next > cr__log_last(c) || !send_append(c, p, false)) {
+        cr__send_heartbeat(c, p);
+    }
+}
+
 /* Raft §5.3/§5.4.2 (Figure 8): the leader commits an index once a majority
  * of voters store it, and only if the entry there is of the current term;
  * earlier entries then commit indirectly. The leader counts itself only
@@ -385,16 +402,12 @@ void cr__maybe_commit(struct cr_core *c)
         return;
     }
     cr__set_commit(c, index);
-    /* Tell followers at once; one that is about to get entries learns it
-     * from them. */
+    /* Tell followers, without extra messages under load: one that has
+     * appends in flight learns it when it answers (see
+     * notify_commit), one about to get entries learns it from them, only
+     * an idle one gets a heartbeat now. */
     for (unsigned i = 0; i < c->n_progress; i++) {
-        struct cr__progress *p = &c->progress[i];
-        if (p->state == CR_SNAPSHOT) {
-            continue;
-        }
-        if (p->next > cr__log_last(c) || !send_append(c, p, false)) {
-            cr__send_heartbeat(c, p);
-        }
+        notify_commit(c, &c->progress[i]);
     }
     cr__after_commit(c);
 }
@@ -619,6 +632,7 @@ void cr__recv_append_entries_result(struct cr_core *c,
         cr__reads_check(c);
         if (c->role == CR_LEADER) {
             replicate(c, p);
+            notify_commit(c, p);
         }
         return;
     }
