@@ -19,6 +19,7 @@ struct kv
     char *value;
     size_t value_len;
     uint64_t hash;
+    uint64_t digest; /* its share of kv_digest */
 };
 
 struct session
@@ -39,6 +40,9 @@ struct cr_app
     size_t kv_cap, kv_n, kv_used; /* used: live + tombstones */
     struct session *ss;
     size_t ss_cap, ss_n, ss_used;
+    /* cr_app_digest in O(1): sums of per-item hashes, kept up to date by
+     * every change (a sum does not depend on table order). */
+    uint64_t kv_digest, ss_digest;
 };
 
 static char tomb;
@@ -142,6 +146,11 @@ static char *dup_bytes(const struct cr_app *app, const char *p, size_t n)
     return d;
 }
 
+static uint64_t kv_item_digest(const struct kv *e)
+{
+    return mix64(e->hash ^ hash_bytes(e->value, e->value_len, 1));
+}
+
 /* Sets key to value. All or nothing. */
 static int kv_set(struct cr_app *app,
                   const char *key,
@@ -161,6 +170,9 @@ static int kv_set(struct cr_app *app,
         app->a->free(app->a->data, e->value);
         e->value = v;
         e->value_len = vlen;
+        app->kv_digest -= e->digest;
+        e->digest = kv_item_digest(e);
+        app->kv_digest += e->digest;
         return 0;
     }
     if ((app->kv_used + 1) * 4 > app->kv_cap * 3 && kv_grow(app) != 0) {
@@ -184,12 +196,15 @@ static int kv_set(struct cr_app *app,
     app->kv[i].value = v;
     app->kv[i].value_len = vlen;
     app->kv[i].hash = h;
+    app->kv[i].digest = kv_item_digest(&app->kv[i]);
+    app->kv_digest += app->kv[i].digest;
     app->kv_n++;
     return 0;
 }
 
 static void kv_del(struct cr_app *app, struct kv *e)
 {
+    app->kv_digest -= e->digest;
     app->a->free(app->a->data, e->key);
     app->a->free(app->a->data, e->value);
     e->key = TOMB;
@@ -249,8 +264,26 @@ static int ss_grow(struct cr_app *app)
     return 0;
 }
 
+static uint64_t ss_item_digest(const struct session *s)
+{
+    return mix64(s->id * 31 + s->seq) ^ mix64(s->last_time);
+}
+
+/* Every change to a live session's seq or time goes through here. */
+static void ss_set(struct cr_app *app,
+                   struct session *s,
+                   uint64_t seq,
+                   uint64_t last_time)
+{
+    app->ss_digest -= ss_item_digest(s);
+    s->seq = seq;
+    s->last_time = last_time;
+    app->ss_digest += ss_item_digest(s);
+}
+
 static void ss_drop(struct cr_app *app, struct session *s)
 {
+    app->ss_digest -= ss_item_digest(s);
     s->id = SS_DEAD;
     app->ss_n--;
 }
@@ -303,6 +336,7 @@ static struct session *ss_add(struct cr_app *app, uint64_t id)
     }
     memset(&app->ss[i], 0, sizeof app->ss[i]);
     app->ss[i].id = id;
+    app->ss_digest += ss_item_digest(&app->ss[i]);
     app->ss_n++;
     return &app->ss[i];
 }
@@ -350,6 +384,7 @@ static void clear(struct cr_app *app)
     app->ss_cap = app->ss_n = app->ss_used = 0;
     app->applied = 0;
     app->total = 0;
+    app->kv_digest = app->ss_digest = 0;
 }
 
 void cr_app_free(struct cr_app *app)
@@ -530,8 +565,8 @@ int cr_app_apply(struct cr_app *app,
                 set_text(r, "stale request");
             }
             r->total = app->total;
-            s->last_time =
-                c->time_ms > s->last_time ? c->time_ms : s->last_time;
+            ss_set(app, s, s->seq,
+                   c->time_ms > s->last_time ? c->time_ms : s->last_time);
             app->applied = index;
             return 0;
         }
@@ -552,8 +587,7 @@ int cr_app_apply(struct cr_app *app,
     }
     r->total = app->total;
     if (s != NULL) {
-        s->seq = c->sequence;
-        s->last_time = c->time_ms;
+        ss_set(app, s, c->sequence, c->time_ms);
         s->result = *r;
     }
     app->applied = index;
@@ -603,21 +637,8 @@ unsigned cr_app_keys(const struct cr_app *app)
 
 uint64_t cr_app_digest(const struct cr_app *app)
 {
-    /* A sum of per-item hashes does not depend on table order. */
-    uint64_t d = mix64(app->applied) ^ mix64((uint64_t)app->total + 1);
-    for (size_t i = 0; i < app->kv_cap; i++) {
-        const struct kv *e = &app->kv[i];
-        if (e->key != NULL && e->key != TOMB) {
-            d += mix64(e->hash ^ hash_bytes(e->value, e->value_len, 1));
-        }
-    }
-    for (size_t i = 0; i < app->ss_cap; i++) {
-        const struct session *s = &app->ss[i];
-        if (s->id != 0 && s->id != SS_DEAD) {
-            d += mix64(s->id * 31 + s->seq) ^ mix64(s->last_time);
-        }
-    }
-    return d;
+    return (mix64(app->applied) ^ mix64((uint64_t)app->total + 1)) +
+           app->kv_digest + app->ss_digest;
 }
 
 /* ---------------------------------------------------------------------------
@@ -1054,8 +1075,7 @@ int cr_app_restore(struct cr_app *app, const void *buf, size_t len)
             rv = CR_ENOMEM;
             goto bad;
         }
-        s->seq = get64(p + 8);
-        s->last_time = get64(p + 16);
+        ss_set(fresh, s, get64(p + 8), get64(p + 16));
         s->result.status = (enum cr_result_status)p[24];
         s->result.number = (int64_t)get64(p + 26);
         s->result.total = (int64_t)get64(p + 34);
@@ -1078,6 +1098,8 @@ int cr_app_restore(struct cr_app *app, const void *buf, size_t len)
     app->ss_cap = fresh->ss_cap;
     app->ss_n = fresh->ss_n;
     app->ss_used = fresh->ss_used;
+    app->kv_digest = fresh->kv_digest;
+    app->ss_digest = fresh->ss_digest;
     fresh->kv = NULL;
     fresh->ss = NULL;
     fresh->kv_cap = fresh->ss_cap = 0;
