@@ -1,7 +1,7 @@
 /* craft-bench: load generators that report numbers.
  *
  *   craft-bench run [--endpoints H:P,...] [--clients N] [--seconds S]
- *                   [--size BYTES] [--op put|add] [--json]
+ *                   [--size BYTES] [--op put|add|get|status] [--json]
  *   craft-bench failover [--endpoints H:P,...] --kill-cmd CMD
  *                   [--restart-cmd CMD] [--rounds R] [--clients N]
  *                   [--op put|add] [--json]
@@ -11,10 +11,11 @@
  * `run` is a closed loop over gRPC: N clients, each with its own session
  * (client id and sequence), issue one operation, wait for its answer and
  * issue the next, all on one completion queue of the asynchronous C core
- * API. It finds the leader first and sends to it, following hints when
- * leadership moves. It prints a progress line every second on stderr,
- * then operations/s, latency (p50, p99, max: from the first attempt of an
- * operation to its answer, retries included) and errors.
+ * API (--op: a put, an add, a linearizable get of the client's key, or
+ * GetStatus, which measures the transport alone). It finds the leader first and
+ * sends to it, following hints when leadership moves. It prints a progress line
+ * every second on stderr, then operations/s, latency (p50, p99, max: from the
+ * first attempt of an operation to its answer, retries included) and errors.
  *
  * `failover` keeps such a load running and, R times, runs CMD with {id}
  * replaced by the leader's id (CMD kills it), then measures the time until
@@ -341,7 +342,21 @@ static int bench_wal(int argc, char **argv)
 #define DRAIN_MS 5000     /* the most the end waits for calls */
 #define MAX_SAMPLES (50u << 20)
 
-enum load_op { LOAD_PUT, LOAD_ADD };
+/* What each client does, and the method it calls. `get` is a
+ * linearizable read (ReadIndex, no log entry); `status` is GetStatus,
+ * which never touches Raft: the ceiling of the transport alone. */
+enum load_op { LOAD_PUT, LOAD_ADD, LOAD_GET, LOAD_STATUS };
+
+static const struct
+{
+    const char *name;
+    enum cr_cli_method method;
+} load_ops[] = {
+    [LOAD_PUT] = {"put", CR_CLI_PUT},
+    [LOAD_ADD] = {"add", CR_CLI_ADD},
+    [LOAD_GET] = {"get", CR_CLI_GET},
+    [LOAD_STATUS] = {"status", CR_CLI_GET_STATUS},
+};
 
 /* What went wrong with attempts, by kind. */
 struct errors
@@ -372,7 +387,8 @@ struct slot
     uint64_t client_id, sequence;
     uint64_t op_start_ns; /* first attempt of the operation */
     char key[32];
-    Raft__KeyValueRequest put;
+    Raft__KeyValueRequest put; /* also the get */
+    Raft__StatusRequest status;
     Raft__AddRequest add;
 };
 
@@ -476,16 +492,29 @@ static void slot_start(struct slot *s)
         s->sequence++;
         s->op_start_ns = cr_cli_now_ns();
     }
-    if (l->op == LOAD_PUT) {
-        s->put.client_id = s->client_id;
-        s->put.sequence = s->sequence;
-        req = &s->put.base;
-        m = CR_CLI_PUT;
-    } else {
-        s->add.client_id = s->client_id;
-        s->add.sequence = s->sequence;
-        req = &s->add.base;
-        m = CR_CLI_ADD;
+    m = load_ops[l->op].method;
+    switch (l->op) {
+        case LOAD_PUT:
+            s->put.client_id = s->client_id;
+            s->put.sequence = s->sequence;
+            s->put.value = l->value;
+            req = &s->put.base;
+            break;
+        case LOAD_GET:
+            s->put.client_id = 0; /* reads need no session */
+            s->put.sequence = 0;
+            s->put.value = NULL;
+            req = &s->put.base;
+            break;
+        case LOAD_STATUS:
+            req = &s->status.base;
+            break;
+        case LOAD_ADD:
+        default:
+            s->add.client_id = s->client_id;
+            s->add.sequence = s->sequence;
+            req = &s->add.base;
+            break;
     }
     s->ep = l->target;
     if (cr_cli_call_start(&l->cli, s->ep, m, req, CALL_MS, l->cq, s, &s->call,
@@ -505,7 +534,7 @@ static void slot_done(struct slot *s, bool ok)
     ProtobufCMessage *resp = NULL;
     struct cr_cli_rpc_status st;
     struct cr_cli_answer a;
-    enum cr_cli_method m = l->op == LOAD_PUT ? CR_CLI_PUT : CR_CLI_ADD;
+    enum cr_cli_method m = load_ops[l->op].method;
     uint64_t now = cr_cli_now_ns();
     int hint = -1;
     s->busy = false;
@@ -730,6 +759,7 @@ static int load_init(struct load *l,
         raft__key_value_request__init(&s->put);
         s->put.key = s->key;
         s->put.value = l->value;
+        raft__status_request__init(&s->status);
         raft__add_request__init(&s->add);
         s->add.num1 = 1;
         s->add.num2 = 0;
@@ -885,12 +915,12 @@ static int load_option(struct load_args *a,
     if (strcmp(opt, "--endpoints") == 0) {
         a->endpoints = v;
     } else if (strcmp(opt, "--op") == 0) {
-        if (strcmp(v, "put") == 0) {
-            a->op = LOAD_PUT;
-        } else if (strcmp(v, "add") == 0) {
-            a->op = LOAD_ADD;
-        } else {
-            *bad = true;
+        *bad = true;
+        for (unsigned i = 0; i < sizeof load_ops / sizeof load_ops[0]; i++) {
+            if (strcmp(v, load_ops[i].name) == 0) {
+                a->op = (enum load_op)i;
+                *bad = false;
+            }
         }
     } else if (strcmp(opt, "--seconds") == 0) {
         a->seconds = strtod(v, &end);
@@ -909,7 +939,7 @@ static int load_option(struct load_args *a,
     if (*bad) {
         fprintf(stderr,
                 "craft-bench %s: bad %s \"%s\" (--clients 1..4096, --seconds "
-                "(0, 3600], --size 0..65536, --op put|add)\n",
+                "(0, 3600], --size 0..65536, --op put|add|get|status)\n",
                 cmd, opt, v);
         return -1;
     }
@@ -961,8 +991,7 @@ static int bench_run(int argc, char **argv)
             "craft-bench run: leader node %" PRId32
             " at %s; %u clients, %s of %zu bytes, %.1f s\n",
             leader_id, l.cli.endpoints[ep].address, a.clients,
-            a.op == LOAD_PUT ? "put" : "add", a.op == LOAD_PUT ? a.size : 8,
-            a.seconds);
+            load_ops[a.op].name, a.op == LOAD_PUT ? a.size : 8, a.seconds);
     start = cr_cli_now_ns();
     load_begin(&l);
     (void)load_loop(&l, start + (uint64_t)(a.seconds * 1e9), true, NULL, NULL);
@@ -977,7 +1006,7 @@ static int bench_run(int argc, char **argv)
             ", \"ops_per_s\": %.1f, \"p50_ms\": %.3f, \"p99_ms\": %.3f, "
             "\"max_ms\": %.3f, \"errors\": %" PRIu64 ", \"abandoned\": %" PRIu64
             ", \"errors_by_kind\": ",
-            a.clients, a.op == LOAD_PUT ? "put" : "add", a.size, secs, l.acked,
+            a.clients, load_ops[a.op].name, a.size, secs, l.acked,
             (double)l.acked / secs, pct_ms(l.lat, l.n_lat, 50),
             pct_ms(l.lat, l.n_lat, 99),
             l.n_lat > 0 ? (double)l.lat[l.n_lat - 1] / 1e6 : 0,
@@ -986,7 +1015,7 @@ static int bench_run(int argc, char **argv)
         printf("}\n");
     } else {
         printf("%u clients, %s, %.1f s: %" PRIu64 " ops, %.0f ops/s\n",
-               a.clients, a.op == LOAD_PUT ? "put" : "add", secs, l.acked,
+               a.clients, load_ops[a.op].name, secs, l.acked,
                (double)l.acked / secs);
         printf("latency: p50 %.3f ms, p99 %.3f ms, max %.3f ms\n",
                pct_ms(l.lat, l.n_lat, 50), pct_ms(l.lat, l.n_lat, 99),
@@ -1128,6 +1157,12 @@ static int bench_failover(int argc, char **argv)
         }
         i += rv;
     }
+    if (a.op != LOAD_PUT && a.op != LOAD_ADD) {
+        fprintf(stderr,
+                "craft-bench failover: --op must be put or add: it "
+                "measures how long writes stop\n");
+        return 2;
+    }
     if (a.kill_cmd == NULL || strstr(a.kill_cmd, "{id}") == NULL) {
         fprintf(stderr,
                 "craft-bench failover: --kill-cmd CMD is required and must "
@@ -1259,7 +1294,8 @@ static void bench_usage(FILE *f)
         f,
         "usage: craft-bench run [--endpoints H:P,...] [--clients N] "
         "[--seconds S]\n"
-        "                       [--size BYTES] [--op put|add] [--json]\n"
+        "                       [--size BYTES] [--op put|add|get|status] "
+        "[--json]\n"
         "       craft-bench failover [--endpoints H:P,...] --kill-cmd CMD\n"
         "                       [--restart-cmd CMD] [--rounds R] [--clients "
         "N]\n"
@@ -1270,8 +1306,11 @@ static void bench_usage(FILE *f)
         "\n"
         "run: N clients (1) in a closed loop over gRPC, each with its own "
         "session:\n"
-        "  typed Put of a BYTES-byte value (100) to key bench-<client>, or "
-        "Add 1;\n"
+        "  typed Put of a BYTES-byte value (100) to key bench-<client>, "
+        "Add 1,\n"
+        "  Get of that key (a linearizable read), or GetStatus (no Raft at "
+        "all:\n"
+        "  what the transport alone can do);\n"
         "  sent to the leader (found first with GetStatus), following "
         "leader hints.\n"
         "  A progress line a second on stderr; then ops/s, latency p50/p99/max"
