@@ -344,7 +344,11 @@ struct cr_hard_state
 {
     cr_term term;
     cr_id vote;
-    cr_index commit; /* persisted so that a restart never goes back */
+    /* Recorded with the update's other writes, if it has any: a restart
+     * applies at once what it knew was committed, and learns the rest from
+     * the leader. A new commit index alone is no write (Raft Figure 2:
+     * commitIndex is volatile). */
+    cr_index commit;
 };
 
 /* A read whose index is known (or that failed). */
@@ -356,7 +360,7 @@ struct cr_read_result
 };
 
 enum cr_update_flags {
-    CR_UPDATE_HARD_STATE = 1u << 0, /* persist hard_state */
+    CR_UPDATE_HARD_STATE = 1u << 0, /* persist term and vote */
     CR_UPDATE_ENTRIES = 1u << 1,    /* persist entries (see entries_first) */
     CR_UPDATE_SNAPSHOT = 1u << 2,   /* install the received snapshot */
     CR_UPDATE_STATE = 1u << 3,      /* role, term or leader changed */
@@ -427,11 +431,16 @@ struct cr_options
     unsigned max_batch_entries; /* entries per AppendEntries */
     size_t max_batch_bytes;     /* payload bytes per AppendEntries */
     cr_msec snapshot_timeout;   /* re-send a snapshot after this long */
+    /* How long an idle follower may go without hearing a new commit index
+     * (0: at once). A busy follower learns it from the next append; only
+     * an idle one needs a message of its own (hashicorp/raft's
+     * CommitTimeout). */
+    cr_msec commit_timeout;
 };
 
 /* Fills the defaults: election 1000 ms, heartbeat 100 ms, pre-vote and
  * check-quorum on, 64 messages / 8 MiB in flight, 1024 entries / 1 MiB per
- * message, snapshot timeout 10 x election timeout. */
+ * message, snapshot timeout 10 x election timeout, commit timeout 10 ms. */
 void cr_options_default(struct cr_options *o);
 
 struct cr_core;
@@ -556,11 +565,13 @@ struct cr_core
     struct cr__progress progress[CR_SERVERS_MAX];
     unsigned n_progress;
     cr_msec heartbeat_deadline;
+    cr_msec commit_notify_deadline; /* 0: no idle follower is behind */
     cr_id transfer_target;
     cr_msec transfer_deadline;
     uint64_t append_seq;
     struct cr__pending_read *reads_pending;
     unsigned n_reads_pending, cap_reads_pending;
+    uint64_t read_round_seq; /* the heartbeat round confirming reads */
 
     /* Durability. */
     uint64_t persist_seq;   /* last seq handed out */

@@ -22,6 +22,7 @@ void cr_options_default(struct cr_options *o)
     o->max_batch_entries = 1024;
     o->max_batch_bytes = 1u << 20;
     o->snapshot_timeout = 10 * o->election_timeout;
+    o->commit_timeout = 10;
 }
 
 static bool options_valid(const struct cr_options *o)
@@ -230,9 +231,11 @@ void cr__set_hard_state(struct cr_core *c, cr_term term, cr_id vote)
 
 void cr__set_commit(struct cr_core *c, cr_index commit)
 {
+    /* commitIndex is volatile state (Raft Figure 2): it rides along with
+     * the next write (see cr_hard_state) and never costs an fsync, or an
+     * answer held back, of its own. */
     if (commit > c->commit) {
         c->commit = commit;
-        c->dirty_hard_state = true;
     }
 }
 
@@ -276,6 +279,9 @@ static cr_msec next_deadline(const struct cr_core *c)
         d = c->heartbeat_deadline;
         if (c->transfer_target != 0 && c->transfer_deadline < d) {
             d = c->transfer_deadline;
+        }
+        if (c->commit_notify_deadline != 0 && c->commit_notify_deadline < d) {
+            d = c->commit_notify_deadline;
         }
         return d;
     }

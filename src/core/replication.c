@@ -300,6 +300,8 @@ void cr__become_leader(struct cr_core *c)
     c->n_progress = 0;
     cr__progress_sync(c);
     c->heartbeat_deadline = c->now + c->opt.heartbeat_interval;
+    c->commit_notify_deadline = 0;
+    c->read_round_seq = 0;
     /* Every follower gets a full election timeout to answer (§6.2). */
     for (unsigned i = 0; i < c->n_progress; i++) {
         c->progress[i].last_heard = c->now;
@@ -359,6 +361,27 @@ static void notify_commit(struct cr_core *c, struct cr__progress *p)
     }
 }
 
+static void notify_commit_all(struct cr_core *c)
+{
+    c->commit_notify_deadline = 0;
+    for (unsigned i = 0; i < c->n_progress; i++) {
+        notify_commit(c, &c->progress[i]);
+    }
+}
+
+/* A follower behind on the commit index hears of it within
+ * commit_timeout: under load the next append carries it (one message,
+ * not two, per write), an idle follower gets a heartbeat when the timeout
+ * expires (see cr__leader_tick). */
+static void schedule_commit_notify(struct cr_core *c)
+{
+    if (c->opt.commit_timeout == 0) {
+        notify_commit_all(c);
+    } else if (c->commit_notify_deadline == 0) {
+        c->commit_notify_deadline = c->now + c->opt.commit_timeout;
+    }
+}
+
 /* Raft §5.3/§5.4.2 (Figure 8): the leader commits an index once a majority
  * of voters store it, and only if the entry there is of the current term;
  * earlier entries then commit indirectly. The leader counts itself only
@@ -402,13 +425,7 @@ void cr__maybe_commit(struct cr_core *c)
         return;
     }
     cr__set_commit(c, index);
-    /* Tell followers, without extra messages under load: one that has
-     * appends in flight learns it when it answers (see
-     * notify_commit), one about to get entries learns it from them, only
-     * an idle one gets a heartbeat now. */
-    for (unsigned i = 0; i < c->n_progress; i++) {
-        notify_commit(c, &c->progress[i]);
-    }
+    schedule_commit_notify(c);
     cr__after_commit(c);
 }
 
@@ -632,7 +649,9 @@ void cr__recv_append_entries_result(struct cr_core *c,
         cr__reads_check(c);
         if (c->role == CR_LEADER) {
             replicate(c, p);
-            notify_commit(c, p);
+            if (p->commit_sent < c->commit) {
+                schedule_commit_notify(c);
+            }
         }
         return;
     }
@@ -734,6 +753,9 @@ void cr__leader_tick(struct cr_core *c)
     }
     if (c->transfer_target != 0 && c->now >= c->transfer_deadline) {
         cr__transfer_abort(c, "target did not take over in time");
+    }
+    if (c->commit_notify_deadline != 0 && c->now >= c->commit_notify_deadline) {
+        notify_commit_all(c);
     }
     if (c->now < c->heartbeat_deadline) {
         return;

@@ -571,8 +571,8 @@ int cr_storage_submit(struct cr_storage *s, const struct cr_update *u)
             len += cr__rec_size(0);
         }
     }
-    if ((u->flags & CR_UPDATE_HARD_STATE) &&
-        u->hard_state.commit != s->sub_commit) {
+    /* The commit index rides with any write (see cr_hard_state). */
+    if (u->hard_state.commit > s->sub_commit) {
         commit = true;
         len += cr__rec_size(0);
     }

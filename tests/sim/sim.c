@@ -653,7 +653,11 @@ static void disk_apply(struct sim_disk *d,
         }
     }
     if (whole && w->has_hs) {
-        d->hs = w->hs;
+        d->hs.term = w->hs.term;
+        d->hs.vote = w->hs.vote;
+    }
+    if (whole && w->hs.commit > d->hs.commit) {
+        d->hs.commit = w->hs.commit;
     }
 }
 
@@ -676,10 +680,10 @@ static void disk_submit(struct sim *s,
     memset(w, 0, sizeof *w);
     w->seq = u->persist_seq;
     w->last_index = u->persist_last_index;
-    if (u->flags & CR_UPDATE_HARD_STATE) {
-        w->has_hs = true;
-        w->hs = u->hard_state;
-    }
+    /* Term and vote when the update says so; the commit index with any
+     * write, as craft's storage records it. */
+    w->has_hs = (u->flags & CR_UPDATE_HARD_STATE) != 0;
+    w->hs = u->hard_state;
     if (u->flags & CR_UPDATE_ENTRIES) {
         w->has_entries = true;
         w->entries_first = u->entries_first;
@@ -720,7 +724,7 @@ static void disk_complete(struct sim *s, struct sim_node *n)
         n->disk.pending_tail = NULL;
     }
     disk_apply(&n->disk, w, w->n, true);
-    if (w->has_hs) {
+    if (w->hs.commit > n->durable_commit) {
         n->durable_commit = w->hs.commit;
     }
     memset(&ev, 0, sizeof ev);

@@ -245,7 +245,12 @@ static void disk_write(struct fx *f, cr_id id, const struct cr_update *u)
         }
     }
     if (u->flags & CR_UPDATE_HARD_STATE) {
-        d->hs = u->hard_state;
+        d->hs.term = u->hard_state.term;
+        d->hs.vote = u->hard_state.vote;
+    }
+    /* As craft's storage does: the commit index rides with any write. */
+    if (u->hard_state.commit > d->hs.commit) {
+        d->hs.commit = u->hard_state.commit;
     }
 }
 

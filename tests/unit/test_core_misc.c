@@ -467,7 +467,8 @@ static void core_shares_batches(void **state)
     assert_memory_equal(a->buf.base, "\1\2\3", 3);
     assert_memory_equal(b->buf.base, "\4\5\6", 3);
     assert_int_equal(fx_persist(f, 1), 0);
-    assert_int_equal(cr_core_commit(&f->core[1]), f->u[1].persist_last_index);
+    assert_int_equal(cr_core_commit(&f->core[1]),
+                     cr_core_last_index(&f->core[1]));
     fx_free(f);
 }
 

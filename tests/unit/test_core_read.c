@@ -49,6 +49,40 @@ static void read_on_leader_waits_for_quorum_heartbeat(void **state)
     fx_free(f);
 }
 
+/* Dissertation §6.4 (amortized confirmation): reads that arrive while a
+ * heartbeat round is in flight send nothing and share the next round; the
+ * round in flight, sent before they arrived, does not answer them. */
+static void reads_share_heartbeat_rounds(void **state)
+{
+    struct fx *f = fx_new(3, NULL);
+    (void)state;
+    assert_int_equal(fx_bootstrap(f, 3), 0);
+    fx_elect(f, 1);
+    assert_int_equal(fx_read(f, 1, 7), 0);
+    assert_non_null(fx_upd_find(&f->u[1], CR_MSG_APPEND_ENTRIES, 2));
+    /* Round 1 in flight: two more reads send nothing. */
+    assert_int_equal(fx_read(f, 1, 8), 0);
+    assert_null(fx_upd_find(&f->u[1], CR_MSG_APPEND_ENTRIES, 2));
+    assert_int_equal(fx_read(f, 1, 9), 0);
+    assert_null(fx_upd_find(&f->u[1], CR_MSG_APPEND_ENTRIES, 2));
+
+    /* Round 1 confirmed by node 2: read 7 only, and round 2 starts. */
+    assert_true(fx_deliver_if(f, 1, 2, is_heartbeat) > 0);
+    assert_true(fx_deliver(f, 2, 1) > 0);
+    assert_non_null(fx_read_result(f, 1, 7));
+    assert_null(fx_read_result(f, 1, 8));
+    assert_null(fx_read_result(f, 1, 9));
+    assert_non_null(fx_upd_find(&f->u[1], CR_MSG_APPEND_ENTRIES, 2));
+
+    /* Round 2 answers both. */
+    assert_true(fx_deliver_if(f, 1, 2, is_heartbeat) > 0);
+    assert_true(fx_deliver(f, 2, 1) > 0);
+    assert_non_null(fx_read_result(f, 1, 8));
+    assert_non_null(fx_read_result(f, 1, 9));
+    assert_int_equal(f->u[1].n_reads, 2);
+    fx_free(f);
+}
+
 /* Dissertation §6.4 step 1: a new leader answers reads only once it has
  * committed an entry of its term, for only then is its commit index at
  * least that of any earlier leader. */
@@ -181,6 +215,7 @@ int main(int argc, char **argv)
     }
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(read_on_leader_waits_for_quorum_heartbeat),
+        cmocka_unit_test(reads_share_heartbeat_rounds),
         cmocka_unit_test(read_waits_for_commit_in_leader_term),
         cmocka_unit_test(follower_read_goes_to_leader),
         cmocka_unit_test(pending_reads_fail_when_leader_steps_down),
