@@ -6,6 +6,8 @@
 #   ci/cluster.sh status      each node's process and GetStatus
 #   ci/cluster.sh stop        stop every node (SIGTERM, then kill -9 after 5 s)
 #                             and remove its data and logs
+#   ci/cluster.sh kill ID     kill -9 node ID (a crash: its data stays)
+#   ci/cluster.sh restart ID  start node ID again on its data (after kill)
 #
 # Environment: CRAFTD (default build/src/craftd), CRAFTCTL (default
 # build/src/craftctl; used for `status` if it has that command, otherwise
@@ -98,6 +100,89 @@ load_state() {
     [ -f "$state" ] || die "no cluster is running (no $state); start one with: $0 start"
     # shellcheck disable=SC1090
     . "$state"
+    BASE_PORT=${BASE_PORT:-$base_port}
+    craftd=${CRAFTD:-$craftd} # the binary the cluster was started with
+}
+
+save_state() {
+    cat >"$state" <<EOF
+# written by ci/cluster.sh; read by status, stop, kill and restart
+DATA=$DATA
+N=$N
+BASE_PORT=$BASE_PORT
+PIDS="$PIDS"
+ENDPOINTS=$ENDPOINTS
+CRAFTD=$craftd
+EOF
+}
+
+# Starts node $1 of the cluster in DATA (its log is appended to); $! is
+# its pid.
+launch() {
+    local i=$1 j
+    local args=(--id "$i" --listen "127.0.0.1:$((BASE_PORT + i - 1))" --data-dir "$DATA/n$i")
+    for ((j = 1; j <= N; j++)); do
+        if [ "$j" -ne "$i" ]; then
+            args+=(--peer "$j=127.0.0.1:$((BASE_PORT + j - 1))")
+        fi
+    done
+    # Its own session: it outlives this script and the terminal's signals.
+    setsid "$craftd" "${args[@]}" </dev/null >>"$DATA/n$i.log" 2>&1 &
+}
+
+# The pid of node $1 from the state.
+pid_of() {
+    local i=1 pid
+    for pid in $PIDS; do
+        if [ "$i" -eq "$1" ]; then
+            echo "$pid"
+            return
+        fi
+        i=$((i + 1))
+    done
+}
+
+node_arg() {
+    case $1 in
+    '' | *[!0-9]*) die "ID must be a node id, 1 to $N (got '$1')" ;;
+    esac
+    if [ "$1" -lt 1 ] || [ "$1" -gt "$N" ]; then
+        die "ID must be 1 to $N (got $1)"
+    fi
+}
+
+cmd_kill() {
+    load_state
+    node_arg "$1"
+    local pid
+    pid=$(pid_of "$1")
+    if ! is_ours "$pid"; then
+        die "node $1 (pid $pid) is not running"
+    fi
+    kill -KILL "$pid"
+    while is_ours "$pid"; do sleep 0.01; done
+    echo "craft: killed node $1 (pid $pid) with SIGKILL"
+}
+
+cmd_restart() {
+    load_state
+    node_arg "$1"
+    local old new="" i=1 pid
+    old=$(pid_of "$1")
+    if is_ours "$old"; then
+        die "node $1 (pid $old) is still running; kill it first"
+    fi
+    launch "$1"
+    for pid in $PIDS; do
+        if [ "$i" -eq "$1" ]; then
+            pid=$!
+        fi
+        new="$new${new:+ }$pid"
+        i=$((i + 1))
+    done
+    PIDS=$new
+    save_state
+    echo "craft: restarted node $1 (pid $!), log $DATA/n$1.log"
 }
 
 cmd_start() {
@@ -112,7 +197,7 @@ cmd_start() {
         die "a cluster is already recorded in $state; run: $0 stop"
     fi
     [ -x "$craftd" ] || die "no craftd at $craftd: build it (make) or set CRAFTD"
-    local i j port
+    local i port
     for ((i = 1; i <= n; i++)); do
         port=$((base_port + i - 1))
         if (: >"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
@@ -125,25 +210,13 @@ cmd_start() {
     for ((i = 1; i <= n; i++)); do
         endpoints="$endpoints${endpoints:+,}127.0.0.1:$((base_port + i - 1))"
     done
+    DATA=$data N=$n BASE_PORT=$base_port
     for ((i = 1; i <= n; i++)); do
-        local args=(--id "$i" --listen "127.0.0.1:$((base_port + i - 1))" --data-dir "$data/n$i")
-        for ((j = 1; j <= n; j++)); do
-            if [ "$j" -ne "$i" ]; then
-                args+=(--peer "$j=127.0.0.1:$((base_port + j - 1))")
-            fi
-        done
-        # Its own session: it outlives this script and the terminal's signals.
-        setsid "$craftd" "${args[@]}" </dev/null >"$data/n$i.log" 2>&1 &
+        launch "$i"
         pids="$pids${pids:+ }$!"
     done
-    cat >"$state" <<EOF
-# written by ci/cluster.sh start; read by status and stop
-DATA=$data
-N=$n
-PIDS="$pids"
-ENDPOINTS=$endpoints
-CRAFTD=$craftd
-EOF
+    PIDS=$pids ENDPOINTS=$endpoints
+    save_state
     local leader
     if ! leader=$(pystatus wait "$endpoints"); then
         echo "cluster.sh: no leader within 10 s; logs:" >&2
@@ -222,6 +295,8 @@ case ${1:-} in
 start) cmd_start "${2:-3}" ;;
 status) cmd_status ;;
 stop) cmd_stop ;;
+kill) cmd_kill "${2:-}" ;;
+restart) cmd_restart "${2:-}" ;;
 *)
     sed -n '2,/^# shellcheck/p' "$0" | sed '$d; s/^# \{0,1\}//' >&2
     exit 2
