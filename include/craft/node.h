@@ -31,6 +31,7 @@
 #include "craft/core.h"
 
 #define CR_NODE_PEERS_MAX 15
+#define CR_NODE_ROUTES_MAX 32
 
 struct cr_node_peer
 {
@@ -47,6 +48,11 @@ struct cr_node_config
     char data_dir[1024];
     struct cr_node_peer peers[CR_NODE_PEERS_MAX];
     unsigned n_peers;
+    /* Where to dial a server, whatever address the configuration records
+     * for it (a fault-injecting proxy, a NAT): peer calls and forwarded
+     * client calls go there; leader hints still name the recorded one. */
+    struct cr_node_peer routes[CR_NODE_ROUTES_MAX];
+    unsigned n_routes;
     char join[CR_ADDRESS_MAX]; /* ask this server to let us join */
     unsigned election_timeout_ms;
     unsigned heartbeat_ms;

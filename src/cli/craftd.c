@@ -22,6 +22,10 @@ static void usage(FILE *f)
         "  --id N                 this server's id (env NODE_ID)\n"
         "  --peer ID=HOST:PORT    a peer of the initial cluster; repeat it\n"
         "                         (env PEER_IDS=2,3: peers at node<ID>:50051)\n"
+        "  --route ID=HOST:PORT   dial server ID there (e.g. a "
+        "fault-injecting\n"
+        "                         proxy), whatever address the configuration\n"
+        "                         records for it; repeat it\n"
         "  --listen HOST:PORT     where to listen (127.0.0.1:50051; with\n"
         "                         PEER_IDS, 0.0.0.0:50051)\n"
         "  --advertise HOST:PORT  where peers reach this server (the listen\n"
@@ -75,7 +79,10 @@ static bool parse_ms(const char *s, unsigned *out)
     return true;
 }
 
-static int add_peer(struct cr_node_config *c,
+/* Adds (id, addr) to a list of --peer or --route entries. */
+static int add_addr(struct cr_node_peer *list,
+                    unsigned *n,
+                    unsigned max,
                     uint64_t id,
                     const char *addr,
                     const char *what,
@@ -88,18 +95,39 @@ static int add_peer(struct cr_node_config *c,
         strchr(addr, ':') == NULL) {
         return bad(what, value, "the address must be HOST:PORT");
     }
-    for (unsigned i = 0; i < c->n_peers; i++) {
-        if (c->peers[i].id == id) {
-            return bad(what, value, "that peer id is given twice");
+    for (unsigned i = 0; i < *n; i++) {
+        if (list[i].id == id) {
+            return bad(what, value, "that server id is given twice");
         }
     }
-    if (c->n_peers == CR_NODE_PEERS_MAX) {
-        return bad(what, value, "too many peers (15 at most)");
+    if (*n == max) {
+        char why[64];
+        snprintf(why, sizeof why, "too many (%u at most)", max);
+        return bad(what, value, why);
     }
-    c->peers[c->n_peers].id = id;
-    snprintf(c->peers[c->n_peers].address, sizeof c->peers[c->n_peers].address,
-             "%s", addr);
-    c->n_peers++;
+    list[*n].id = id;
+    snprintf(list[*n].address, sizeof list[*n].address, "%s", addr);
+    (*n)++;
+    return 0;
+}
+
+/* Parses ID=HOST:PORT into (id, the address part). */
+static int parse_id_addr(const char *what,
+                         const char *val,
+                         uint64_t *id,
+                         const char **addr)
+{
+    const char *eq = strchr(val, '=');
+    char num[32];
+    if (eq == NULL || (size_t)(eq - val) >= sizeof num) {
+        return bad(what, val, "must be ID=HOST:PORT");
+    }
+    memcpy(num, val, (size_t)(eq - val));
+    num[eq - val] = '\0';
+    if (!parse_u64(num, id)) {
+        return bad(what, val, "must be ID=HOST:PORT");
+    }
+    *addr = eq + 1;
     return 0;
 }
 
@@ -165,7 +193,8 @@ static int configure(int argc, char **argv, struct cr_node_config *c)
                 return bad("PEER_IDS", env, "must be ids like 2,3,4");
             }
             snprintf(addr, sizeof addr, "node%" PRIu64 ":50051", v);
-            rv = add_peer(c, v, addr, "PEER_IDS", env);
+            rv = add_addr(c->peers, &c->n_peers, CR_NODE_PEERS_MAX, v, addr,
+                          "PEER_IDS", env);
             if (rv != 0) {
                 return rv;
             }
@@ -196,22 +225,27 @@ static int configure(int argc, char **argv, struct cr_node_config *c)
             }
             c->id = v;
         } else if (strcmp(a, "--peer") == 0) {
-            const char *eq = strchr(val, '=');
-            char num[32];
-            if (eq == NULL || (size_t)(eq - val) >= sizeof num) {
-                return bad(a, val, "must be ID=HOST:PORT");
-            }
-            memcpy(num, val, (size_t)(eq - val));
-            num[eq - val] = '\0';
-            if (!parse_u64(num, &v)) {
-                return bad(a, val, "must be ID=HOST:PORT");
+            const char *addr;
+            if ((rv = parse_id_addr(a, val, &v, &addr)) != 0) {
+                return rv;
             }
             if (compose) {
                 /* Flags override the environment's peer list. */
                 c->n_peers = 0;
                 compose = false;
             }
-            rv = add_peer(c, v, eq + 1, a, val);
+            rv = add_addr(c->peers, &c->n_peers, CR_NODE_PEERS_MAX, v, addr, a,
+                          val);
+            if (rv != 0) {
+                return rv;
+            }
+        } else if (strcmp(a, "--route") == 0) {
+            const char *addr;
+            if ((rv = parse_id_addr(a, val, &v, &addr)) != 0) {
+                return rv;
+            }
+            rv = add_addr(c->routes, &c->n_routes, CR_NODE_ROUTES_MAX, v, addr,
+                          a, val);
             if (rv != 0) {
                 return rv;
             }
@@ -301,6 +335,12 @@ static int configure(int argc, char **argv, struct cr_node_config *c)
         if (c->peers[i].id == c->id) {
             return bad("--peer", c->peers[i].address,
                        "a server is not its own peer");
+        }
+    }
+    for (unsigned i = 0; i < c->n_routes; i++) {
+        if (c->routes[i].id == c->id) {
+            return bad("--route", c->routes[i].address,
+                       "a server does not dial itself");
         }
     }
     if (compose && !listen_set) {

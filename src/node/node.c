@@ -160,6 +160,17 @@ static const char *address_of(const struct cr_node *n, cr_id id)
     return id == n->cfg.id ? n->cfg.advertise : NULL;
 }
 
+/* Where to dial id: its route if it has one, else its address. */
+static const char *dial_address_of(const struct cr_node *n, cr_id id)
+{
+    for (unsigned i = 0; i < n->cfg.n_routes; i++) {
+        if (n->cfg.routes[i].id == id) {
+            return n->cfg.routes[i].address;
+        }
+    }
+    return address_of(n, id);
+}
+
 static void fatal(struct cr_node *n, const char *evt, const char *why)
 {
     LOG(n, CR_LOG_ERROR, evt, "error=\"%s\"", why);
@@ -393,7 +404,7 @@ static void sync_peers(struct cr_node *n)
     for (unsigned i = 0; i < c->n; i++) {
         if (c->servers[i].address[0] != '\0') {
             cr_transport_set_peer(n->transport, c->servers[i].id,
-                                  c->servers[i].address);
+                                  dial_address_of(n, c->servers[i].id));
         }
     }
 }
@@ -798,7 +809,7 @@ static void forward(struct cr_node *n, struct cr_client_call *call)
     const struct cr_client_request *req = cr_client_request(call);
     struct cr_client_request fwd;
     cr_id leader = cr_core_leader(&n->core);
-    const char *addr = leader != 0 ? address_of(n, leader) : NULL;
+    const char *addr = leader != 0 ? dial_address_of(n, leader) : NULL;
     struct forward *f;
     int64_t left = cr_client_time_left(call);
     if (req->forwarded) {
@@ -1043,7 +1054,13 @@ static void do_change(struct cr_node *n, struct cr_client_call *call)
                                "address");
             return;
         }
-        cr_transport_set_peer(n->transport, req->node_id, req->address);
+        const char *dial = req->address;
+        for (unsigned i = 0; i < n->cfg.n_routes; i++) {
+            if (n->cfg.routes[i].id == req->node_id) {
+                dial = n->cfg.routes[i].address;
+            }
+        }
+        cr_transport_set_peer(n->transport, req->node_id, dial);
     }
     p = add_pending(n, call, req->kind);
     if (p == NULL) {
@@ -1351,7 +1368,7 @@ int cr_node_start(struct cr_node **out,
     }
     for (unsigned i = 0; i < cfg->n_peers; i++) {
         cr_transport_set_peer(n->transport, cfg->peers[i].id,
-                              cfg->peers[i].address);
+                              dial_address_of(n, cfg->peers[i].id));
     }
     sync_peers(n);
 
