@@ -638,6 +638,17 @@ static int cmd_status(struct ctx *x, unsigned timeout_ms)
             }
             printf("], ");
             json_config(s->config);
+            if (s->counters != NULL) {
+                const Raft__TransportCounters *k = s->counters;
+                printf(
+                    ", \"counters\": {\"calls_in\": %" PRIu64
+                    ", \"calls_out\": %" PRIu64 ", \"calls_failed\": %" PRIu64
+                    ", \"bad_input\": %" PRIu64
+                    ", \"foreign_cluster\": %" PRIu64 ", \"bytes_in\": %" PRIu64
+                    ", \"bytes_out\": %" PRIu64 "}",
+                    k->calls_in, k->calls_out, k->calls_failed, k->bad_input,
+                    k->foreign_cluster, k->bytes_in, k->bytes_out);
+            }
             printf("}");
         } else if (s == NULL) {
             printf("%-21s unreachable (%s%s%s)\n", ep,

@@ -804,6 +804,7 @@ void cr_client_reply(struct cr_client_call *call,
         }
         case CR__M_GET_STATUS: {
             Raft__StatusResponse resp;
+            Raft__TransportCounters counters;
             Raft__PeerProgress pp[CR_SERVERS_MAX];
             Raft__PeerProgress *ppp[CR_SERVERS_MAX];
             int32_t ids[CR_SERVERS_MAX];
@@ -845,6 +846,15 @@ void cr_client_reply(struct cr_client_call *call,
             resp.total = r->total;
             snprintf(digest, sizeof digest, "%016" PRIx64, r->digest);
             resp.state_digest = digest;
+            raft__transport_counters__init(&counters);
+            counters.calls_in = ic->t->stats.calls_in;
+            counters.calls_out = ic->t->stats.calls_out;
+            counters.calls_failed = ic->t->stats.calls_failed;
+            counters.bad_input = ic->t->stats.bad_input;
+            counters.foreign_cluster = ic->t->stats.foreign_cluster;
+            counters.bytes_in = ic->t->stats.bytes_in;
+            counters.bytes_out = ic->t->stats.bytes_out;
+            resp.counters = &counters;
             ic_reply_pb(ic, &resp.base);
             break;
         }

@@ -205,6 +205,7 @@ def test_bad_input(cluster, pb):
     crashes, nothing changes, and the nodes keep serving."""
     lid = cluster.wait_for_leader()
     version = cluster.status(lid).config.version
+    refused_before = {n.id: n.status().counters.bad_input for n in cluster.running()}
     for body in GARBAGE:
         with pytest.raises(DecodeError):
             pb.AppendEntriesRequest.FromString(body)
@@ -234,6 +235,14 @@ def test_bad_input(cluster, pb):
                 f"node {node.id}: AppendEntries {body!r}: {e.value.code()} "
                 f"{e.value.details()}"
             )
+
+    for node in cluster.running():
+        # The garbage appends and the bad join, counted (GetStatus.counters).
+        refused = node.status().counters.bad_input - refused_before[node.id]
+        assert refused >= len(GARBAGE) + 1, (
+            f"node {node.id}: {refused} calls counted as bad input, "
+            f"expected at least {len(GARBAGE) + 1}"
+        )
 
     time.sleep(0.5)  # long enough for an election, if one was disturbed
     cluster.check_alive()
