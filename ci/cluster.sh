@@ -42,10 +42,10 @@ pystatus() {
     "$py" - "$root" "$@" <<'EOF'
 import sys, tempfile, time
 root, mode, endpoints = sys.argv[1], sys.argv[2], sys.argv[3].split(",")
-sys.path.insert(0, root + "/tests/blackbox")
+sys.path.insert(0, root + "/harness")
 import grpc
 from google.protobuf import text_format
-import craft_cluster as cc
+from pytest_craft import cluster as cc
 with tempfile.TemporaryDirectory() as d:
     pb, pb_grpc = cc.generate_stubs(d)
 
@@ -234,7 +234,7 @@ talk to it:
   $ctl --endpoints $endpoints add 5 3
   $ctl --endpoints $endpoints status
   $0 status
-  $py -c 'import sys; sys.path.insert(0, "$root/tests/blackbox"); import craft_cluster as cc, grpc, tempfile; pb, g = cc.generate_stubs(tempfile.mkdtemp()); print(g.RaftServiceStub(grpc.insecure_channel("127.0.0.1:$base_port")).Add(pb.AddRequest(num1=5, num2=3), timeout=5))'
+  $py -c 'import sys; sys.path.insert(0, "$root/harness"); from pytest_craft import cluster as cc; import grpc, tempfile; pb, g = cc.generate_stubs(tempfile.mkdtemp()); print(g.RaftServiceStub(grpc.insecure_channel("127.0.0.1:$base_port")).Add(pb.AddRequest(num1=5, num2=3), timeout=5))'
 stop it (and remove the data):
   $0 stop
 EOF

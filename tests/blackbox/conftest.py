@@ -13,8 +13,10 @@ import sys
 
 import pytest
 
-import craft_cluster
-from craft_cluster import Cluster, HarnessError
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "harness"))
+
+from pytest_craft import cluster as craft_cluster  # noqa: E402
+from pytest_craft.cluster import Cluster, HarnessError  # noqa: E402
 
 _CLUSTERS = pytest.StashKey()
 

@@ -12,7 +12,7 @@ import grpc
 import pytest
 from google.protobuf.message import DecodeError
 
-from craft_cluster import (
+from pytest_craft.cluster import (
     HarnessError,
     add_acked,
     decode_fields,

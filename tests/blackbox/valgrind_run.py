@@ -17,9 +17,9 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parents[1] / "harness"))
 
-import craft_cluster as cc  # noqa: E402
+from pytest_craft import cluster as cc  # noqa: E402
 
 SUPP = HERE / "valgrind.supp"
 

@@ -1,4 +1,5 @@
-"""Local craftd clusters for the black-box tests (and ci/cluster.sh).
+"""Local craftd clusters: for the conformance harness, craft's black-box tests
+and ci/cluster.sh.
 
 Everything here talks to craftd only through proto/raft.proto over gRPC, and
 starts nodes only with fork+exec (subprocess.Popen): a process that uses gRPC
