@@ -558,13 +558,15 @@ int cr_app_apply(struct cr_app *app,
         if (s != NULL && c->sequence <= s->seq) {
             /* Dissertation §6.3: seen before; never apply it twice. */
             if (c->sequence == s->seq) {
+                /* The first answer, total included: the total after this
+                 * request, not after whatever came since. */
                 *r = s->result;
                 r->duplicate = true;
             } else {
                 r->status = CR_RESULT_STALE;
                 set_text(r, "stale request");
+                r->total = app->total;
             }
-            r->total = app->total;
             ss_set(app, s, s->seq,
                    c->time_ms > s->last_time ? c->time_ms : s->last_time);
             app->applied = index;

@@ -303,6 +303,18 @@ static void retry_applied_once(void **state)
     assert_false(r.duplicate);
     assert_int_equal(cr_app_total(f->app), 10);
     assert_int_equal(cr_app_sessions(f->app), 2);
+    /* A retry answers what the first attempt did: the total right after
+     * it, not the total now (CLIENT-02 found this one). */
+    r = run(f, "ADD 5 3", 42, 1, 600);
+    assert_int_equal(r.status, CR_RESULT_STALE);
+    r = run(f, "ADD 1 1", 43, 1, 700);
+    assert_true(r.duplicate);
+    assert_int_equal(r.total, 10);
+    (void)run(f, "ADD 100 0", 44, 1, 800);
+    r = run(f, "ADD 1 1", 43, 1, 900);
+    assert_true(r.duplicate);
+    assert_int_equal(r.total, 10);
+    assert_int_equal(cr_app_total(f->app), 110);
     fx_free(f);
 }
 
