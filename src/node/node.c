@@ -516,12 +516,16 @@ static void carry_out(struct cr_node *n, const struct cr_update *u)
     if (u->flags & CR_UPDATE_CONFIG) {
         sync_peers(n);
         log_config(n);
-        if (n->joining &&
-            cr_config_get(cr_core_config(&n->core), n->cfg.id) != NULL) {
-            n->joining = false;
-            LOG(n, CR_LOG_INFO, "joined", "config_index=%" PRIu64,
-                cr_core_config_index(&n->core));
-        }
+    }
+    /* Joined once a configuration with this server is committed: one that
+     * is only in its log may come from a leader that was cut off, whose
+     * successor never heard of the join; until then, keep asking. */
+    if (n->joining &&
+        cr_config_get(cr_core_config(&n->core), n->cfg.id) != NULL &&
+        cr_core_config_index(&n->core) <= cr_core_commit(&n->core)) {
+        n->joining = false;
+        LOG(n, CR_LOG_INFO, "joined", "config_index=%" PRIu64,
+            cr_core_config_index(&n->core));
     }
     serve_reads(n);
     if (!n->stopping) {
