@@ -41,6 +41,9 @@ static void usage(FILE *f)
         "  --timing fast|seed     fast (the defaults above), or the\n"
         "                         original's: 20 s elections, 6 s heartbeats\n"
         "  --snapshot-every N     applied entries between snapshots (10000)\n"
+        "  --snapshot-keep N      entries kept behind a snapshot, so that a\n"
+        "                         follower a little behind needs no\n"
+        "                         snapshot (1000)\n"
         "  --log-format text|json one line per event (text)\n"
         "  --log-level debug|info|warn|error (info; env CR_LOG_LEVEL)\n"
         "  --tls-cert F --tls-key F --tls-ca F\n"
@@ -298,6 +301,11 @@ static int configure(int argc, char **argv, struct cr_node_config *c)
         } else if (strcmp(a, "--snapshot-every") == 0) {
             if (!parse_u64(val, &c->snapshot_every)) {
                 return bad(a, val, "must be a number (0: never)");
+            }
+        } else if (strcmp(a, "--snapshot-keep") == 0) {
+            if (!parse_u64(val, &c->snapshot_trailing) ||
+                c->snapshot_trailing > 100000000) {
+                return bad(a, val, "must be a number of entries");
             }
         } else if (strcmp(a, "--log-format") == 0) {
             if (strcmp(val, "json") == 0) {
