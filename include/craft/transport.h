@@ -129,8 +129,8 @@ struct cr_transport_handlers
      * cr_transport_config.data_dir) and the message carries its meta. */
     void (*on_message)(void *data, const struct cr_message *m);
     /* A call to a peer failed (unreachable, deadline): the core should
-     * probe it again. */
-    void (*on_unreachable)(void *data, cr_id peer);
+     * probe it again. `why` says what happened, for the log. */
+    void (*on_unreachable)(void *data, cr_id peer, const char *why);
     /* A client call; answer with cr_client_reply, now or later. */
     void (*on_client)(void *data, struct cr_client_call *call);
     /* The path of the snapshot file to stream to a follower for `meta`;

@@ -640,13 +640,17 @@ static void flush_unreachable(struct cr_node *n)
     }
 }
 
-static void on_unreachable(void *data, cr_id peer)
+static void on_unreachable(void *data, cr_id peer, const char *why)
 {
     struct cr_node *n = data;
     struct peer_state *ps = peer_state(n, peer);
     if (ps != NULL && !ps->down) {
         ps->down = true;
-        LOG(n, CR_LOG_WARN, "peer_lost", "peer=%" PRIu64, peer);
+        LOG(n, CR_LOG_WARN, "peer_lost", "peer=%" PRIu64 " why=\"%s\"", peer,
+            why);
+    } else {
+        LOG(n, CR_LOG_DEBUG, "peer_call_failed", "peer=%" PRIu64 " why=\"%s\"",
+            peer, why);
     }
     for (unsigned i = 0; i < n->n_unreachable; i++) {
         if (n->unreachable[i] == peer) {

@@ -1271,6 +1271,26 @@ static struct out_call *out_new(struct cr_transport *t,
 
 static void on_out_done(struct cr_grpc_op *op, bool ok);
 
+/* Why a call to a peer failed, for the log: its status and details. */
+static void call_failure(struct out_call *o, bool ok, char *why, size_t size)
+{
+    char *d = grpc_slice_to_c_string(o->details);
+    if (!ok) {
+        snprintf(why, size, "the call did not complete");
+    } else if (o->status != GRPC_STATUS_OK) {
+        const char *name = o->status == GRPC_STATUS_UNAVAILABLE ? "UNAVAILABLE"
+                           : o->status == GRPC_STATUS_DEADLINE_EXCEEDED
+                               ? "DEADLINE_EXCEEDED"
+                           : o->status == GRPC_STATUS_CANCELLED ? "CANCELLED"
+                                                                : "status";
+        snprintf(why, size, "%s (%d): %s", name, (int)o->status,
+                 d != NULL ? d : "");
+    } else {
+        snprintf(why, size, "an answer that could not be decoded");
+    }
+    gpr_free(d);
+}
+
 /* A unary call: one batch with everything. */
 static bool out_start(struct out_call *o)
 {
@@ -1431,7 +1451,9 @@ static void on_out_done(struct cr_grpc_op *op, bool ok)
     } else {
         t->stats.calls_failed++;
         if (o->m != CR__M_TIMEOUT_NOW) {
-            t->h.on_unreachable(t->h.data, o->peer);
+            char why[160];
+            call_failure(o, ok, why, sizeof why);
+            t->h.on_unreachable(t->h.data, o->peer, why);
         }
     }
     if (resp != NULL) {
@@ -1459,7 +1481,7 @@ static void snap_fail(struct out_call *o)
         p->streaming = false;
     }
     t->stats.calls_failed++;
-    t->h.on_unreachable(t->h.data, o->peer);
+    t->h.on_unreachable(t->h.data, o->peer, "the snapshot stream failed");
     out_free(o);
 }
 
@@ -1498,8 +1520,10 @@ static void on_snap_sent(struct cr_grpc_op *op, bool ok)
                                t->cfg.cluster_id, &m) == 0) {
             t->h.on_message(t->h.data, &m);
         } else {
+            char why[160];
+            call_failure(o, ok, why, sizeof why);
             t->stats.calls_failed++;
-            t->h.on_unreachable(t->h.data, o->peer);
+            t->h.on_unreachable(t->h.data, o->peer, why);
         }
         if (resp != NULL) {
             protobuf_c_message_free_unpacked(resp, NULL);
@@ -1590,7 +1614,7 @@ static void send_snapshot(struct cr_transport *t, const struct cr_message *m)
     uint64_t size;
     char errmsg[CR_ERRMSG_SIZE];
     if (p == NULL || p->chan == NULL) {
-        t->h.on_unreachable(t->h.data, m->to);
+        t->h.on_unreachable(t->h.data, m->to, "no address known");
         return;
     }
     if (p->streaming) {
@@ -1605,7 +1629,7 @@ static void send_snapshot(struct cr_transport *t, const struct cr_message *m)
                                t->cfg.rpc_timeout_ms * 10 + 10000)
                      : NULL;
     if (o == NULL) {
-        t->h.on_unreachable(t->h.data, m->to);
+        t->h.on_unreachable(t->h.data, m->to, "the call could not start");
         return;
     }
     o->peer = m->to;
@@ -1659,14 +1683,14 @@ void cr_transport_send(struct cr_transport *t, const struct cr_message *m)
     c = peer_chan(t, m->to);
     o = c != NULL ? out_new(t, c, method, t->cfg.rpc_timeout_ms) : NULL;
     if (o == NULL) {
-        t->h.on_unreachable(t->h.data, m->to);
+        t->h.on_unreachable(t->h.data, m->to, "the call could not start");
         return;
     }
     o->peer = m->to;
     o->send = cr__peer_to_pb(m, t->cfg.id, t->cfg.cluster_id, t->listen);
     if (o->send == NULL || !out_start(o)) {
         out_free(o);
-        t->h.on_unreachable(t->h.data, m->to);
+        t->h.on_unreachable(t->h.data, m->to, "the call could not start");
     }
 }
 
