@@ -13,7 +13,7 @@ packages=(
     # protoc and the Python gRPC plugin for the black-box suite's stubs
     protobuf-compiler protobuf-compiler-grpc
     # the black-box suite runs under Debian's /usr/bin/python3
-    python3 python3-pytest python3-grpcio python3-protobuf
+    python3 python3-pytest python3-grpcio python3-protobuf python3-hypothesis
     # format check and sanitizer runtimes
     clang-format clang libclang-rt-14-dev
 )

@@ -1,0 +1,6 @@
+# The harness's own tests import pytest_craft from harness/ without
+# installing it.
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
