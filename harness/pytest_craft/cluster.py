@@ -10,7 +10,9 @@ Run with Debian's /usr/bin/python3 (python3-grpcio, python3-protobuf).
 
 import importlib
 import os
+from concurrent.futures import ThreadPoolExecutor
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -132,7 +134,10 @@ class Node:
         self.address = f"127.0.0.1:{port}"
         self.data_dir = cluster.root / f"n{node_id}"
         self.log_path = cluster.root / f"n{node_id}.log"
-        self.args = []  # set by Cluster
+        self.args = []  # craftd's flags, set by Cluster
+        self.peers = []  # (id, address) of the initial configuration
+        self.join = None  # the address it joins through, if it joins
+        self.removed = False  # removed from the configuration on purpose
         self.proc = None
         self.expected_exit = False  # the harness stopped it on purpose
         self.exits = []  # (how, returncode) of every process that ended
@@ -143,10 +148,24 @@ class Node:
 
     def command(self):
         """The command line; the cluster's wrapper (e.g. valgrind) first, its
-        words formatted with {id} and {root}."""
+        words formatted with {id} and {root}. With the cluster's node_cmd
+        (another implementation), that template instead: {id}, {listen},
+        {data}, {peers} (--peer ID=ADDR words), {routes} (--route ID=ADDR
+        words), {join} (--join ADDR, or nothing)."""
         wrapper = [
             w.format(id=self.id, root=self.cluster.root) for w in self.cluster.wrapper
         ]
+        if self.cluster.node_cmd:
+            words = {
+                "id": str(self.id),
+                "listen": self.address,
+                "data": str(self.data_dir),
+                "peers": " ".join(f"--peer {j}={a}" for j, a in self.peers),
+                "routes": " ".join(
+                    f"--route {j}={a}" for j, a in self.cluster.routes(self.id)),
+                "join": f"--join {self.join}" if self.join else "",
+            }
+            return wrapper + shlex.split(self.cluster.node_cmd.format(**words))
         return wrapper + [str(self.cluster.craftd)] + self.args
 
     def start(self):
@@ -208,6 +227,26 @@ class Node:
         rc = self._reap("SIGTERM", deadline)
         self._close_channel()
         return rc
+
+    def pause(self):
+        """SIGSTOP: the process stays, silent, with its connections open."""
+        if not self.running():
+            raise HarnessError(f"node {self.id} is not running")
+        self._note("SIGSTOP")
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self):
+        if not self.running():
+            raise HarnessError(f"node {self.id} is not running")
+        self._note("SIGCONT")
+        self.proc.send_signal(signal.SIGCONT)
+
+    def wipe(self):
+        """Removes the data directory of a node that is not running."""
+        if self.running():
+            raise HarnessError(f"node {self.id} runs: stop it before a wipe")
+        self._note("wipe the data directory")
+        shutil.rmtree(self.data_dir, ignore_errors=True)
 
     def restart(self):
         if self.running():
@@ -293,8 +332,17 @@ class Node:
 class Cluster:
     """N craftd processes on free 127.0.0.1 ports, data under `root`."""
 
-    def __init__(self, root, n=3, craftd=None, extra_args=(), wrapper=None):
+    def __init__(self, root, n=3, craftd=None, extra_args=(), wrapper=None,
+                 capacity=None, network=None, node_cmd=None):
+        """n nodes start as the initial voters; ports are chosen for
+        `capacity` (default n) ids, so that nodes that join later already
+        have their links. `network` (e.g. the craft-proxy links) says how
+        node i dials node j (`route(i, j)`, None: directly) and how clients
+        reach node j (`client_address(j)`). `node_cmd` replaces craftd with
+        another implementation (see command())."""
         self.root = Path(root)
+        self.network = network
+        self.node_cmd = node_cmd
         # A command that runs craftd, e.g. valgrind; default: $CRAFTD_WRAPPER.
         if wrapper is None:
             wrapper = shlex.split(os.environ.get("CRAFTD_WRAPPER", ""))
@@ -307,27 +355,66 @@ class Cluster:
                 f"(cmake --build build) or set CRAFTD=/path/to/craftd"
             )
         self.extra_args = list(extra_args)
+        self.capacity = max(capacity or n, n)
+        ports = free_ports(self.capacity)
+        self.ports = {i: ports[i - 1] for i in range(1, self.capacity + 1)}
+        if network is not None:
+            network.setup(self.ports)
         self.nodes = {}
-        ports = free_ports(n)
         for i in range(1, n + 1):
-            self.nodes[i] = Node(self, i, ports[i - 1])
+            self.nodes[i] = Node(self, i, self.ports[i])
         for node in self.nodes.values():
-            node.args = self._args(node) + [
-                a
-                for j, peer in self.nodes.items()
-                if j != node.id
-                for a in ("--peer", f"{j}={peer.address}")
-            ]
+            node.peers = [(j, p.address) for j, p in self.nodes.items()
+                          if j != node.id]
+            node.args = self._args(node)
+
+    def address(self, i):
+        return f"127.0.0.1:{self.ports[i]}"
 
     def _args(self, node):
-        return [
+        """craftd's flags for a node (its peers and join set before)."""
+        args = [
             "--id",
             str(node.id),
             "--listen",
             node.address,
             "--data-dir",
             str(node.data_dir),
-        ] + self.extra_args
+        ]
+        for j, addr in node.peers:
+            args += ["--peer", f"{j}={addr}"]
+        for j, addr in self.routes(node.id):
+            args += ["--route", f"{j}={addr}"]
+        if node.join:
+            args += ["--join", node.join]
+        return args + self.extra_args
+
+    def routes(self, i):
+        """(j, address) for every other id node i may dial via the network."""
+        if self.network is None:
+            return []
+        out = []
+        for j in range(1, self.capacity + 1):
+            addr = self.network.route(i, j) if j != i else None
+            if addr:
+                out.append((j, addr))
+        return out
+
+    def client_address(self, i):
+        """Where a client dials node i (through the network's client link,
+        if it has one)."""
+        if self.network is not None:
+            addr = self.network.client_address(i)
+            if addr:
+                return addr
+        return self.nodes[i].address if i in self.nodes else self.address(i)
+
+    def id_of_address(self, address):
+        """The node id of a real or client address, or None."""
+        for i in range(1, self.capacity + 1):
+            if address in (self.address(i), self.client_address(i)):
+                return i
+        return None
 
     def __getitem__(self, i):
         return self.nodes[i]
@@ -340,8 +427,12 @@ class Cluster:
     def add_node(self, join_via, node_id=None):
         """Starts a new node with --join pointing at node `join_via`."""
         node_id = node_id or max(self.nodes) + 1
-        node = Node(self, node_id, free_ports(1)[0])
-        node.args = self._args(node) + ["--join", self.nodes[join_via].address]
+        if node_id in self.nodes:
+            raise HarnessError(f"node {node_id} exists already")
+        port = self.ports.get(node_id) or free_ports(1)[0]
+        node = Node(self, node_id, port)
+        node.join = self.client_address(join_via)
+        node.args = self._args(node)
         self.nodes[node_id] = node
         return node.start()
 
@@ -351,16 +442,21 @@ class Cluster:
     def status(self, i, timeout=RPC_TIMEOUT):
         return self.nodes[i].status(timeout)
 
-    def statuses(self, nodes=None):
+    def statuses(self, nodes=None, timeout=RPC_TIMEOUT):
         """{id: StatusResponse or the error text} of the given (default:
         running) nodes."""
-        out = {}
-        for n in nodes if nodes is not None else self.running():
+        nodes = list(nodes if nodes is not None else self.running())
+
+        def one(n):
             try:
-                out[n.id] = n.status()
+                return n.status(timeout)
             except grpc.RpcError as e:
-                out[n.id] = f"{e.code()}: {e.details()}"
-        return out
+                return f"{e.code()}: {e.details()}"
+        # In parallel: a paused node costs one timeout, not one per node.
+        if len(nodes) <= 1:
+            return {n.id: one(n) for n in nodes}
+        with ThreadPoolExecutor(max_workers=len(nodes)) as ex:
+            return dict(zip([n.id for n in nodes], ex.map(one, nodes)))
 
     def check_alive(self):
         """Raises if a node ended without the harness stopping it."""
