@@ -65,21 +65,12 @@ class Run:
         return seconds(text, self.et)
 
     def wait(self, pred, within, what):
-        """pred() until true (returned) or `within` seconds passed."""
-        end = time.monotonic() + within
-        last = None
-        while True:
-            try:
-                v = pred()
-                if v:
-                    return v
-                last = v
-            except (grpc.RpcError, cl.HarnessError) as e:
-                last = e
-            if time.monotonic() >= end:
-                raise StepFailed(f"{what}: not within {within:.1f} s (last: "
-                                 f"{last})\n{self.describe()}")
-            time.sleep(POLL)
+        """pred() until true (returned) or `within` seconds passed; then a
+        StepFailed with what every node says."""
+        try:
+            return cl.wait_until(pred, within, what)
+        except cl.HarnessError as e:
+            raise StepFailed(f"{e}\n{self.describe()}") from None
 
     def describe(self):
         return self.cluster.describe() if self.cluster else "(no cluster)"
