@@ -13,7 +13,7 @@ JOBS       ?= $(shell nproc 2>/dev/null || echo 2)
 SAN_SEEDS  ?= 600
 CMAKE_ARGS ?=
 
-.PHONY: all deps configure build test check sanitize lint format clean run stop
+.PHONY: all deps configure build test check sanitize lint format clean run stop conformance
 
 all: build
 
@@ -33,6 +33,11 @@ SIM_SUMMARY = grep -hE '^(seeds|scenarios|simulated)|[0-9]+ passed' Testing/Temp
 
 test: build
 	@cd $(BUILD) && { ctest --output-on-failure -j$(JOBS); rc=$$?; $(SIM_SUMMARY); exit $$rc; }
+
+# The markdown conformance scenarios alone (testcases/README.md); pass
+# pytest options with ARGS, e.g. make conformance ARGS='-k ELECT --long'.
+conformance: build
+	@CRAFTD=$(BUILD)/src/craftd CRAFT_PROXY=$(BUILD)/harness/proxy/craft-proxy /usr/bin/python3 -m pytest -p no:cacheprovider testcases $(ARGS)
 
 lint: build
 	@bash ci/lint.sh $(BUILD)

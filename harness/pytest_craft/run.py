@@ -1007,8 +1007,7 @@ def release(run, n):
     net = _net(run)
     for i in net.ids:
         if i != nid:
-            net.stub.Release(net.pb.ReleaseRequest(links=f"{i}-{nid}"),
-                             timeout=5)
+            net.release(f"{i}-{nid}")
     run.note(f"released calls to node {nid}")
 
 
@@ -1094,7 +1093,7 @@ def _peer_calls(run):
     """(calls, bytes both ways) over every peer link so far."""
     from .proxy import CLIENTS
     calls = nbytes = 0
-    for c in _net(run).counters().counters:
+    for c in _net(run).counters().values():
         if c.link.startswith(f"{CLIENTS}-"):
             continue
         calls += c.calls
