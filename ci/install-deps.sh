@@ -16,6 +16,8 @@ packages=(
     python3 python3-pytest python3-grpcio python3-protobuf python3-hypothesis
     # format check and sanitizer runtimes
     clang-format clang libclang-rt-14-dev
+    # memcheck runs of craftd and craft-proxy
+    valgrind
 )
 
 missing=()

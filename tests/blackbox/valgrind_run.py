@@ -6,7 +6,7 @@ verdict of each node's valgrind log.
 
 Exit status 0 when every node exited 0 and valgrind reported no error and no
 definitely or indirectly lost block (with tests/blackbox/valgrind.supp).
-Not a pytest test: it takes about a minute.
+CTest runs it as craftd_valgrind (about a minute).
 """
 
 import argparse
