@@ -11,6 +11,7 @@ Run with Debian's /usr/bin/python3 (python3-grpcio, python3-protobuf).
 import importlib
 import os
 from concurrent.futures import ThreadPoolExecutor
+import re
 import shlex
 import shutil
 import signal
@@ -248,6 +249,39 @@ class Node:
         self._note("wipe the data directory")
         shutil.rmtree(self.data_dir, ignore_errors=True)
 
+    def tear_last_write(self):
+        """Zeroes the newest WAL segment from inside its last record on, as
+        a power loss in the middle of that write would leave it (craftd's
+        on-disk format; the node must not be running). Returns (segment,
+        offset). craftd must then start, cut the torn batch with a
+        recovery_warning, and catch up from the leader."""
+        if self.running():
+            raise HarnessError(f"node {self.id} runs: stop it before tearing its log")
+        if self.cluster.node_cmd:
+            raise HarnessError("tearing a write needs craftd's log format "
+                               "(not with --node-cmd)")
+        craftctl = Path(self.cluster.craftd).parent / "craftctl"
+        r = subprocess.run([str(craftctl), "wal", "dump", str(self.data_dir)],
+                           capture_output=True, text=True, timeout=30)
+        last = None
+        for line in r.stdout.splitlines():
+            m = re.match(r"(\S+/wal-\d+) @(\d+) ", line)
+            if m and (last is None or m.group(1) >= last[0]):
+                last = (m.group(1), int(m.group(2)))
+        if last is None:
+            raise HarnessError(f"no WAL record in {self.data_dir} "
+                               f"({craftctl} wal dump: {r.stderr.strip()[:300]})")
+        path, offset = last
+        # Past the record's first bytes, so that its header survives and
+        # its body does not: a torn write, not a clean end.
+        at = offset + 8
+        size = os.path.getsize(path)
+        with open(path, "r+b") as f:
+            f.seek(at)
+            f.write(bytes(max(0, min(size, at + 4096) - at)))
+        self._note(f"tear the last write: zeroes from {Path(path).name} offset {at}")
+        return path, at
+
     def restart(self):
         if self.running():
             self.kill()
@@ -317,6 +351,13 @@ class Node:
             ),
             timeout,
         )
+
+    def log_text(self):
+        """Everything the node logged ("" before its first start)."""
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
 
     def log_tail(self, lines=40):
         try:
@@ -570,11 +611,7 @@ class Cluster:
                  "runtime error:", "WARNING: ThreadSanitizer")
         found = []
         for n in self.nodes.values():
-            try:
-                text = n.log_path.read_text(errors="replace")
-            except OSError:
-                continue
-            for line in text.splitlines():
+            for line in n.log_text().splitlines():
                 if any(m in line for m in marks):
                     found.append(f"node {n.id}: {line}")
         return found

@@ -11,6 +11,7 @@ import random
 import re
 import threading
 import time
+from pathlib import Path
 
 import grpc
 
@@ -338,6 +339,21 @@ def wipe(run, n):
     run.note(f"wipe the data of node {nid}")
 
 
+@step("tear the last write of {node:n}")
+def tear(run, n):
+    nid = run.node(n)
+    path, at = run.cluster[nid].tear_last_write()
+    run.note(f"tear the last write of node {nid} ({Path(path).name} from offset {at})")
+
+
+@step("expect {node:n} logged {word:evt} within {dur:d}")
+def logged(run, n, evt, d):
+    nid = run.node(n)
+    node = run.cluster[nid]
+    run.wait(lambda: f"evt={evt}" in node.log_text(), run.dur(d),
+             f"node {nid} logging evt={evt} ({node.log_path})")
+
+
 # ---------------------------------------------------------------------------
 # Clients
 
@@ -503,8 +519,7 @@ def voters(run, k, d):
 @step("expect every node logged its role changes")
 def logged_roles(run):
     for node in run.cluster.nodes.values():
-        text = node.log_path.read_text(errors="replace") \
-            if node.log_path.exists() else ""
+        text = node.log_text()
         roles = set(re.findall(r"role=(\w+) evt=(?:became_\w+|state)", text))
         if not roles:
             raise StepFailed(f"node {node.id} logged no role change "
@@ -1079,7 +1094,7 @@ def churn_round(run):
 @step("expect {node:n} installed a snapshot")
 def installed_snapshot(run, n):
     nid = run.node(n)
-    text = run.cluster[nid].log_path.read_text(errors="replace")
+    text = run.cluster[nid].log_text()
     if "evt=snapshot_installed" not in text:
         raise StepFailed(f"node {nid} logged no snapshot_installed "
                          f"({run.cluster[nid].log_path})")
