@@ -31,6 +31,7 @@ from . import checkers
 from . import cluster as cl
 from . import run as runmod
 from .proxy import ProxyNet
+from .report import report_figures, summary_lines
 from .scenario import ScenarioSyntaxError, parse
 
 REPO = Path(__file__).resolve().parents[2]
@@ -169,6 +170,10 @@ class ScenarioItem(pytest.Item):
             run.current_step_text = st.text
             run.note(f"{st.where()}: {st.text}")
             st.func(run, **st.args)
+            if getattr(st.func, "is_fault", False):
+                # Once the step has put it in force: elections and
+                # unavailability are timed from then.
+                run.faults.append((time.monotonic(), st.text))
         self.failed_step = None
 
     # -- reporting -------------------------------------------------------------
@@ -251,6 +256,7 @@ def final_phase(run):
         else:
             node.start()
     run.note("final: healed, every member running")
+    run.figures["final_t"] = t_heal = time.monotonic()
     long_wait = max(10.0, 20 * run.et)
     run.leader(long_wait)
     c = run.new_client()
@@ -261,6 +267,7 @@ def final_phase(run):
     members = [n for n in run.cluster.running() if not n.removed]
     st = run.wait(lambda: run.cluster.converged(members), long_wait,
                   "final convergence of every member")
+    run.figures["recovery_s"] = round(time.monotonic() - t_heal, 3)
     total = c.run("total", deadline_s=long_wait)
     keys = sorted({o.key for o in run.history.ops if o.key is not None})
     final_kv = {}
@@ -301,21 +308,6 @@ def leader_claims_in_log(node):
     return out
 
 
-def report_figures(run, elapsed):
-    """SCENARIOS.md's 'What every run reports', as far as this run knows."""
-    s = run.history.summary()
-    rec = {"seed": run.seed, "seconds": round(elapsed, 3), "ops": s}
-    for name, r in getattr(run, "checks", {}).items():
-        rec[name] = {"verdict": r.verdict, "seconds": round(r.elapsed_s, 3)}
-    el = run.figures.get("election_s")
-    if el:
-        rec["election_s"] = [round(x, 3) for x in el]
-    terms = {o.term for o in run.history.observations}
-    rec["terms"] = len(terms)
-    rec["timeline"] = [(round(t, 3), w) for t, w in run.timeline]
-    return rec
-
-
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     outcome = yield
@@ -332,17 +324,8 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     tr = terminalreporter
     tr.section("craft conformance")
     tr.write_line(f"seed {config.option.seed}, timing {config.option.timing}")
-    tr.write_line(f"{'scenario':<12} {'result':<8} {'s':>7} {'ops':>6} "
-                  f"{'ok':>5} {'fail':>5} {'unk':>4} {'lin':<10} "
-                  f"{'elections (s)'}")
-    for r in results:
-        ops = r.get("ops", {})
-        lin = r.get("linearizable", {}).get("verdict", "-")
-        el = ",".join(f"{x:.2f}" for x in r.get("election_s", [])) or "-"
-        tr.write_line(
-            f"{r['id']:<12} {r.get('outcome', '?'):<8} {r.get('seconds', 0):>7.1f} "
-            f"{ops.get('attempted', 0):>6} {ops.get('ok', 0):>5} "
-            f"{ops.get('fail', 0):>5} {ops.get('unknown', 0):>4} {lin:<10} {el}")
+    for line in summary_lines(results):
+        tr.write_line(line)
     path = config.option.report
     if path:
         with open(path, "w") as f:

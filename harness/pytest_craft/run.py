@@ -53,6 +53,7 @@ class Run:
         self.background = []       # (thread, stop event)
         self._client = None
         self.figures = {}
+        self.faults = []           # (monotonic s, step text) of fault steps
         self.current_step_text = ""
         self._addend = 1000
         self._addend_lock = threading.Lock()
@@ -412,18 +413,24 @@ def expect_total(run, t):
 @step("wait for a leader within {dur:d}")
 def wait_leader(run, d):
     lid = run.leader(run.dur(d))
+    run.figures["leader_seen_t"] = time.monotonic()
     run.note(f"leader: node {lid}")
 
 
 @step("wait for a new leader within {dur:d}")
 def wait_new_leader(run, d):
     old = run.failed_leader
+    # From the fault that took the leader away (SCENARIOS.md: fault to new
+    # leader): the latest one since a leader was last waited for; else now.
     t0 = time.monotonic()
+    if run.faults and run.faults[-1][0] > run.figures.get("leader_seen_t", 0):
+        t0 = run.faults[-1][0]
 
     def new():
         lid = run.leader_now()
         return lid if lid is not None and lid != old else None
     lid = run.wait(new, run.dur(d), f"a new leader (not node {old})")
+    run.figures["leader_seen_t"] = time.monotonic()
     run.figures.setdefault("election_s", []).append(time.monotonic() - t0)
     run.note(f"new leader: node {lid}")
 
@@ -1265,3 +1272,12 @@ def higher_term(run):
     after = run.statuses([run.cluster[lid]])[lid]
     if after.state == "LEADER" and after.current_term <= st.current_term:
         raise StepFailed(f"node {lid} still leads term {after.current_term}")
+
+
+# Steps that inject a fault: the plugin records when each began, for the
+# report's election times and unavailability windows.
+for _f in (kill, stop, pause, kill_all, wipe, tear, isolate, isolate_many,
+           partition, ring, bridge, cut, drop, delay, duplicate, slow,
+           blackhole, client_drop, random_halves, hold, drop_replies_from,
+           figure8_round, churn_round):
+    _f.is_fault = True
