@@ -120,6 +120,10 @@ grpc_channel_args *cp__channel_args(const struct cp_proxy *p,
         /* craftd pings every 2 s (keepalive); a stricter default would
          * make the proxy close its connections. */
         INT_ARG(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 500);
+        /* No SO_REUSEPORT (gRPC's default): a listener on a port that a
+         * node also binds would silently take half of the node's
+         * connections. A port in use fails instead. */
+        INT_ARG(GRPC_ARG_ALLOW_REUSEPORT, 0);
     } else {
         /* GRPC-C-CORE.md: a restarted target is reached again within
          * about a second, a target that comes back on a new address is

@@ -13,6 +13,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import grpc
+
 from . import cluster as cl
 from . import craft_proxy as cp
 
@@ -48,12 +50,30 @@ class ProxyNet:
         """Links for every ordered pair of the ids in `ports` (id -> the
         node's port), and a client link to each."""
         self.ids = sorted(ports)
+        avoid = set(ports.values())
         for j in self.ids:
             target = f"127.0.0.1:{ports[j]}"
-            self.clients[j] = self.proxy.add_link(f"{CLIENTS}-{j}", target).listen
+            self.clients[j] = self._add(f"{CLIENTS}-{j}", target, avoid)
             for i in self.ids:
                 if i != j:
-                    self.routes[(i, j)] = self.proxy.add_link(f"{i}-{j}", target).listen
+                    self.routes[(i, j)] = self._add(f"{i}-{j}", target, avoid)
+
+    def _add(self, name, target, avoid):
+        """Adds link `name` on a free port that no node will listen on: a
+        port of the kernel's choosing (":0") may be one the harness just
+        picked for a node and released, and the node would then find it
+        taken. Another process may still take the port first: then the
+        proxy refuses it and another is tried."""
+        last = None
+        for _ in range(5):
+            port = next(p for p in cl.free_ports(len(avoid) + 1) if p not in avoid)
+            try:
+                return self.proxy.add_link(name, target,
+                                           listen=f"127.0.0.1:{port}").listen
+            except grpc.RpcError as e:
+                last = e
+        raise cl.HarnessError(f"craft-proxy could not listen for link {name}: "
+                              f"{last.details() if last else '?'}")
 
     def route(self, i, j):
         return self.routes.get((i, j))

@@ -257,6 +257,11 @@ static grpc_channel_args *channel_args(const struct cr_transport *t,
     INT_ARG(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
     if (server) {
         INT_ARG(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 500);
+        /* gRPC sets SO_REUSEPORT by default: a second server on the same
+         * port would start without a word and the kernel would share the
+         * connections between the two. A port in use must fail the
+         * start instead. */
+        INT_ARG(GRPC_ARG_ALLOW_REUSEPORT, 0);
     } else {
         INT_ARG(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
         INT_ARG(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100);

@@ -6,6 +6,7 @@ and WIRE-01 of SCENARIOS.md, in their simplest form).
 """
 
 import random
+import subprocess
 import time
 
 import grpc
@@ -15,6 +16,7 @@ from google.protobuf.message import DecodeError
 from pytest_craft.cluster import (
     HarnessError,
     add_acked,
+    craftd_path,
     decode_fields,
     encode_varint,
     raw_method,
@@ -326,3 +328,16 @@ def test_sigterm_follower(cluster, pb):
     cluster.wait_converged(deadline=CATCHUP_DEADLINE, total=total)
     assert cluster.wait_for_leader() == lid
     print(f"node {follower.id} stopped {took:.2f} s after SIGTERM")
+
+
+def test_port_in_use_refused(cluster, tmp_path):
+    """A second server on a node's port must not start: with gRPC's default
+    SO_REUSEPORT it would, and the kernel would hand it half of the node's
+    connections."""
+    node = cluster[cluster.wait_for_leader()]
+    r = subprocess.run(
+        [str(craftd_path()), "--id", "9", "--listen", node.address,
+         "--data-dir", str(tmp_path / "other")],
+        capture_output=True, text=True, timeout=20)
+    assert r.returncode != 0, f"a second craftd started on {node.address}:\n{r.stderr}"
+    assert "cannot listen on " + node.address in r.stderr, r.stderr
