@@ -149,6 +149,17 @@ class Proxy:
         self.stub = pb_grpc.ProxyControlStub(self._channel)
         return self
 
+    def attach(self, control):
+        """Drives a proxy that runs already (started by someone else, e.g.
+        docker compose) at its control address; stop() then only closes
+        the connection."""
+        if pb is None:
+            raise ProxyError("call craft_proxy.generate_stubs() first")
+        self.control = control
+        self._channel = grpc.insecure_channel(control)
+        self.stub = pb_grpc.ProxyControlStub(self._channel)
+        return self
+
     def log_tail(self, n=40):
         try:
             lines = self.log_path.read_text(errors="replace").splitlines()

@@ -29,6 +29,7 @@ import pytest
 
 from . import checkers
 from . import cluster as cl
+from . import compose
 from . import run as runmod
 from .proxy import ProxyNet
 from .report import report_figures, summary_lines
@@ -104,8 +105,9 @@ class ScenarioItem(pytest.Item):
     def runtest(self):
         opt = self.config.option
         if opt.cluster == "compose":
-            pytest.fail("--cluster compose: the docker compose cluster is not "
-                        "available in this build of the harness")
+            why = compose.unsupported(self.scenario, opt.timing, opt.node_cmd)
+            if why:
+                pytest.skip(f"--cluster compose: {why}")
         et, timing_args = PROFILES[opt.timing]
         stubs_dir = _stubs_dir()
         # Kept when the scenario fails (the failure names it), else removed.
@@ -117,6 +119,8 @@ class ScenarioItem(pytest.Item):
         def make_cluster(n, extra=()):
             """n nodes, room for 3 more to join, every link through a new
             craft-proxy (unless --no-proxy)."""
+            if opt.cluster == "compose":
+                return make_compose(n)
             net = None
             if not opt.no_proxy:
                 net = ProxyNet(root / "proxy", seed, stubs_dir)
@@ -125,6 +129,13 @@ class ScenarioItem(pytest.Item):
                            extra_args=timing_args + list(extra),
                            capacity=n + 3, network=net, node_cmd=opt.node_cmd)
             return c, net
+
+        def make_compose(n):
+            """The compose cluster, reset to n nodes (compose.py)."""
+            env = _compose_env(self.config)
+            net = compose.ComposeNet(stubs_dir)
+            nets.append(net)
+            return compose.ComposeCluster(env, root / "cluster", n, net), net
 
         run = runmod.Run(self.scenario, make_cluster, None, seed, et,
                          long=opt.long)
@@ -212,6 +223,28 @@ class ScenarioItem(pytest.Item):
 
 
 _STUBS = []
+_COMPOSE = pytest.StashKey()
+
+
+def _compose_env(config):
+    """The compose project under test, found once a session."""
+    env = config.stash.get(_COMPOSE, None)
+    if env is None:
+        env = compose.ComposeEnv()
+        config.stash[_COMPOSE] = env
+    return env
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """--cluster compose: leaves node1..node5 running on fresh data, as
+    `docker compose up` did, and no container of the harness behind."""
+    env = session.config.stash.get(_COMPOSE, None)
+    if env is None:
+        return
+    try:
+        env.restore()
+    except cl.HarnessError as e:
+        print(f"\ncraft: restoring the compose cluster failed: {e}")
 
 
 def _stubs_dir():
@@ -225,6 +258,9 @@ def _stubs_dir():
 
 def replay_command(item):
     opt = item.config.option
+    if opt.cluster == "compose":
+        return ("docker compose run --rm tester testcases -k " +
+                shlex.quote(item.scenario.id) + f" --seed {opt.seed}")
     words = ["/usr/bin/python3", "-m", "pytest", "testcases",
              "-k", item.scenario.id, "--seed", str(opt.seed)]
     if opt.timing != "fast":
@@ -294,10 +330,7 @@ def final_phase(run):
 
 def leader_claims_in_log(node):
     """(term, 'LEADER') for every became_leader line in a craftd log."""
-    try:
-        text = node.log_path.read_text(errors="replace")
-    except OSError:
-        return []
+    text = node.log_text()
     out = []
     for line in text.splitlines():
         if "evt=became_leader" in line:
