@@ -676,6 +676,24 @@ void cr__recv_append_entries_result(struct cr_core *c,
         if (next > r->index) {
             next = r->index;
         }
+        if (p->state == CR_PROBE && next <= p->match) {
+            /* The follower refuses the probe just after what it had
+             * acknowledged: its log lost durable entries (a wiped or
+             * replaced disk, a torn write the disk had reported synced).
+             * Figure 2 assumes this never happens, and waiting for the
+             * entries to come back would stall the follower for good, so
+             * the leader forgets them. The refusal answers the current
+             * probe (checked above), and a follower that restarted is
+             * probed: its connection dropped (CR_EVENT_UNREACHABLE), or
+             * appends in flight went unanswered (loss detection at the
+             * heartbeat). Lowering match is safe: commit never goes back,
+             * and a lower match only counts the follower for less. (A
+             * late answer to an old probe at the same index costs one
+             * extra round, nothing more.) */
+            cr__trace(c, "follower_lost_entries", NULL, p->id, c->term,
+                      p->match);
+            p->match = next > 0 ? next - 1 : 0;
+        }
         cr__progress_probe(p);
         if (next > p->match + 1) {
             p->next = next;

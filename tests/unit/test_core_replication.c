@@ -695,6 +695,62 @@ static void stale_leader_append_rejected(void **state)
     fx_free(f);
 }
 
+/* A follower that lost entries it had acknowledged (a wiped or replaced
+ * disk, a torn write the disk had called synced) restarts with a shorter
+ * log. Raft assumes it never happens; the leader must not wait forever for
+ * the follower to have what it once acknowledged: the follower refuses
+ * the probe after its old match, the leader forgets that match, and the
+ * follower gets the missing entries again. (Without the fix it is probed
+ * at its old match forever.) */
+static void follower_that_lost_acked_entries_catches_up(void **state)
+{
+    struct fx *f = fx_new(3, NULL);
+    struct cr_event ev = {.type = CR_EVENT_UNREACHABLE};
+    cr_term terms[16];
+    cr_index match, last, keep = 1;
+    (void)state;
+    assert_int_equal(fx_bootstrap(f, 3), 0);
+    fx_elect(f, 1);
+    assert_int_equal(fx_propose(f, 1, 6, 1), 0);
+    fx_flush(f);
+    last = cr_core_last_index(&f->core[1]);
+    match = cr_core_match(&f->core[1], 3);
+    assert_int_equal(match, last);
+    assert_true(last > keep + 3 && last <= 16);
+    for (cr_index i = 1; i <= keep; i++) {
+        terms[i - 1] = cr_core_term_at(&f->core[1], i);
+    }
+
+    /* Node 3 comes back with only its first `keep` entries (the
+     * configuration), its term and vote kept. */
+    fx_kill(f, 3);
+    assert_int_equal(cr_core_init(&f->core[3], 3, FX_CLUSTER, &f->opt,
+                                  &f->alloc, f->seed + 3, f->now),
+                     0);
+    f->live[3] = true;
+    assert_int_equal(fx_load(f, 3, cr_core_term(&f->core[1]), 1, keep, terms,
+                             (unsigned)keep),
+                     0);
+    assert_int_equal(cr_core_last_index(&f->core[3]), keep);
+    fx_drop(f, 1, 3);
+    fx_drop(f, 3, 1);
+
+    /* Its connection dropped when it went down: the leader probes it. */
+    ev.unreachable.id = 3;
+    assert_int_equal(fx_step(f, 1, &ev), 0);
+
+    /* A few heartbeats and probes later it has everything again. */
+    for (int k = 0; k < 6; k++) {
+        f->now += FX_HB;
+        assert_int_equal(fx_tick(f, 1), 0);
+        fx_flush(f);
+    }
+    assert_int_equal(cr_core_last_index(&f->core[3]), last);
+    assert_int_equal(cr_core_match(&f->core[1], 3), last);
+    assert_int_equal(cr_core_commit(&f->core[3]), cr_core_commit(&f->core[1]));
+    fx_free(f);
+}
+
 /* With an argument, runs only the tests whose names match it (cmocka's
  * pattern: * and ? wildcards). */
 int main(int argc, char **argv)
@@ -723,6 +779,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(committed_entries_handed_out_in_order_once),
         cmocka_unit_test(stale_leader_append_rejected),
         cmocka_unit_test(unreachable_follower_is_probed_again),
+        cmocka_unit_test(follower_that_lost_acked_entries_catches_up),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
