@@ -259,7 +259,7 @@ def _stubs_dir():
 def replay_command(item):
     opt = item.config.option
     if opt.cluster == "compose":
-        return ("docker compose run --rm tester testcases -k " +
+        return ("docker-compose run --rm tester testcases -k " +
                 shlex.quote(item.scenario.id) + f" --seed {opt.seed}")
     words = ["/usr/bin/python3", "-m", "pytest", "testcases",
              "-k", item.scenario.id, "--seed", str(opt.seed)]
