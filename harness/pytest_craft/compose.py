@@ -254,7 +254,7 @@ class ComposeEnv:
         if not os.path.exists(self.docker.path):
             raise cl.HarnessError(
                 f"--cluster compose: no Docker socket at {self.docker.path}; "
-                f"run the suite with `docker compose run --rm tester`, which "
+                f"run the suite with `docker-compose run --rm tester`, which "
                 f"mounts it")
         self.data_root = Path(data_root)
         self.project = project or self._find_project()
@@ -262,7 +262,7 @@ class ComposeEnv:
         if node1 is None:
             raise cl.HarnessError(
                 f"compose project {self.project!r} has no node1 container: "
-                f"start the cluster with `docker compose up -d`")
+                f"start the cluster with `docker-compose up -d`")
         info = self.docker.inspect(node1)
         self.image = info["Image"]
         nets = list(info["NetworkSettings"]["Networks"])
@@ -372,7 +372,7 @@ class ComposeEnv:
         return self.docker.create(name, body)
 
     def restore(self):
-        """What `docker compose up -d` left: node1..node5 on fresh data."""
+        """What `docker-compose up -d` left: node1..node5 on fresh data."""
         have = self.reset()
         for i in range(1, NODES + 1):
             if i in have:
@@ -574,7 +574,7 @@ class ComposeCluster(cl.Cluster):
         if missing:
             raise cl.HarnessError(
                 f"compose project {self.env.project!r} has no container for "
-                f"node(s) {missing}: `docker compose up -d` first")
+                f"node(s) {missing}: `docker-compose up -d` first")
         boot = {i: ComposeNode(self, i, have[i]) for i in range(1, NODES + 1)}
         with ThreadPoolExecutor(max_workers=NODES) as ex:
             list(ex.map(lambda nd: nd.start(), boot.values()))
@@ -713,7 +713,7 @@ class ComposeNet(ProxyNet):
         return out
 
     def log_tail(self, lines=20):
-        return "(craft-proxy: docker compose logs proxy)"
+        return "(craft-proxy: docker-compose logs proxy)"
 
     def close(self):
         """Leaves the proxy running, without faults."""
