@@ -9,6 +9,7 @@
 
 #include <grpc/grpc_security.h>
 
+#include "grpc_call.h"
 #include "proxy_impl.h"
 
 /* ------------------------------------------------------------------------
@@ -104,26 +105,23 @@ grpc_channel_args *cp__channel_args(const struct cp_proxy *p,
                                     grpc_channel_args *out)
 {
     int n = 0;
-#define INT_ARG(k, v)                    \
-    do {                                 \
-        args[n].type = GRPC_ARG_INTEGER; \
-        args[n].key = (char *)(k);       \
-        args[n].value.integer = (v);     \
-        n++;                             \
-    } while (0)
-    INT_ARG(GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH, (int)p->max_message_bytes);
-    INT_ARG(GRPC_ARG_MAX_SEND_MESSAGE_LENGTH, (int)p->max_message_bytes);
-    INT_ARG(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
-    INT_ARG(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
-    INT_ARG(GRPC_ARG_HTTP2_BDP_PROBE, 0);
+    cr_grpc_arg_int(args, &n, GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH,
+                    (int)p->max_message_bytes);
+    cr_grpc_arg_int(args, &n, GRPC_ARG_MAX_SEND_MESSAGE_LENGTH,
+                    (int)p->max_message_bytes);
+    cr_grpc_arg_int(args, &n, GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+    cr_grpc_arg_int(args, &n, GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
+    cr_grpc_arg_int(args, &n, GRPC_ARG_HTTP2_BDP_PROBE, 0);
     if (server) {
         /* craftd pings every 2 s (keepalive); a stricter default would
          * make the proxy close its connections. */
-        INT_ARG(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 500);
+        cr_grpc_arg_int(args, &n,
+                        GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS,
+                        500);
         /* No SO_REUSEPORT (gRPC's default): a listener on a port that a
          * node also binds would silently take half of the node's
          * connections. A port in use fails instead. */
-        INT_ARG(GRPC_ARG_ALLOW_REUSEPORT, 0);
+        cr_grpc_arg_int(args, &n, GRPC_ARG_ALLOW_REUSEPORT, 0);
     } else {
         /* GRPC-C-CORE.md: a restarted target is reached again within
          * about a second, a target that comes back on a new address is
@@ -135,16 +133,16 @@ grpc_channel_args *cp__channel_args(const struct cp_proxy *p,
          * faults say, and a target that is down gives UNAVAILABLE at once
          * (calls do not wait for it). Each link has its own connection
          * even when two links share a target, as two nodes would. */
-        INT_ARG(GRPC_ARG_ENABLE_RETRIES, 0);
-        INT_ARG(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
-        INT_ARG(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
-        INT_ARG(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 1000);
-        INT_ARG(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
-        INT_ARG(GRPC_ARG_DNS_MIN_TIME_BETWEEN_RESOLUTIONS_MS, 500);
-        INT_ARG(GRPC_ARG_KEEPALIVE_TIME_MS, 2000);
-        INT_ARG(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 2000);
+        cr_grpc_arg_int(args, &n, GRPC_ARG_ENABLE_RETRIES, 0);
+        cr_grpc_arg_int(args, &n, GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+        cr_grpc_arg_int(args, &n, GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
+        cr_grpc_arg_int(args, &n, GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 1000);
+        cr_grpc_arg_int(args, &n, GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
+        cr_grpc_arg_int(args, &n, GRPC_ARG_DNS_MIN_TIME_BETWEEN_RESOLUTIONS_MS,
+                        500);
+        cr_grpc_arg_int(args, &n, GRPC_ARG_KEEPALIVE_TIME_MS, 2000);
+        cr_grpc_arg_int(args, &n, GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 2000);
     }
-#undef INT_ARG
     out->num_args = (size_t)n;
     out->args = args;
     return out;

@@ -24,6 +24,8 @@
 #include <grpc/support/alloc.h>
 #include <grpc/support/time.h>
 
+#include "grpc_call.h"
+
 /* The proxy child declares the first unary (--unary), not the second: the
  * two paths of proxy_forward.c. */
 static const char *const methods[2] = {
@@ -197,11 +199,8 @@ struct client_call
 {
     grpc_call *call;
     uint64_t started;
-    grpc_byte_buffer *send, *recv;
-    grpc_metadata_array md_init, md_trail;
-    grpc_status_code status;
-    grpc_slice details;
-    const char *error_string;
+    grpc_byte_buffer *send;
+    struct cr_grpc_reply reply;
 };
 
 struct result
@@ -226,36 +225,18 @@ static int client_start_call(grpc_channel *ch,
                      gpr_time_from_seconds(10, GPR_TIMESPAN)),
         NULL);
     c->send = grpc_raw_byte_buffer_create(&msg, 1);
-    grpc_metadata_array_init(&c->md_init);
-    grpc_metadata_array_init(&c->md_trail);
-    memset(ops, 0, sizeof ops);
-    ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
-    ops[1].op = GRPC_OP_SEND_MESSAGE;
-    ops[1].data.send_message.send_message = c->send;
-    ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
-    ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
-    ops[3].data.recv_initial_metadata.recv_initial_metadata = &c->md_init;
-    ops[4].op = GRPC_OP_RECV_MESSAGE;
-    ops[4].data.recv_message.recv_message = &c->recv;
-    ops[5].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
-    ops[5].data.recv_status_on_client.trailing_metadata = &c->md_trail;
-    ops[5].data.recv_status_on_client.status = &c->status;
-    ops[5].data.recv_status_on_client.status_details = &c->details;
-    ops[5].data.recv_status_on_client.error_string = &c->error_string;
-    return grpc_call_start_batch(c->call, ops, 6, c, NULL) == GRPC_CALL_OK ? 0
-                                                                           : -1;
+    cr_grpc_reply_init(&c->reply);
+    return grpc_call_start_batch(c->call, ops,
+                                 cr_grpc_unary_ops(c->send, &c->reply, ops), c,
+                                 NULL) == GRPC_CALL_OK
+               ? 0
+               : -1;
 }
 
 static void client_call_clean(struct client_call *c)
 {
     grpc_byte_buffer_destroy(c->send);
-    if (c->recv != NULL) {
-        grpc_byte_buffer_destroy(c->recv);
-    }
-    grpc_metadata_array_destroy(&c->md_init);
-    grpc_metadata_array_destroy(&c->md_trail);
-    grpc_slice_unref(c->details);
-    gpr_free((void *)c->error_string);
+    cr_grpc_reply_destroy(&c->reply);
     grpc_call_unref(c->call);
 }
 
@@ -315,7 +296,7 @@ static int client_run(const char *address,
         }
         c = ev.tag;
         t = now_ns();
-        if (c->status != GRPC_STATUS_OK) {
+        if (c->reply.status != GRPC_STATUS_OK) {
             out->errors++;
         } else if (c->started >= warm_end && t <= end) {
             if (n == cap) {

@@ -5,6 +5,7 @@
  * running proxy. */
 #include <inttypes.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,6 +14,7 @@
 #include <grpc/grpc_security.h>
 #include <grpc/support/alloc.h>
 
+#include "grpc_call.h"
 #include "proxy.pb-c.h"
 #include "proxy_impl.h"
 
@@ -40,11 +42,7 @@ typedef void (*handler_fn)(struct cp_proxy *p,
 
 static void pack(const ProtobufCMessage *m, struct answer *a)
 {
-    size_t n = protobuf_c_message_get_packed_size(m);
-    grpc_slice s = grpc_slice_malloc(n);
-    protobuf_c_message_pack(m, GRPC_SLICE_START_PTR(s));
-    a->reply = grpc_raw_byte_buffer_create(&s, 1);
-    grpc_slice_unref(s);
+    a->reply = cr_grpc_pack(m);
 }
 
 /* ------------------------------------------------------------------------
@@ -601,17 +599,7 @@ static void ctl_handle(struct ctl_call *c)
     size_t n = 0;
     grpc_status_code code;
     memset(&a, 0, sizeof a);
-    if (c->payload != NULL) {
-        grpc_byte_buffer_reader r;
-        if (grpc_byte_buffer_reader_init(&r, c->payload)) {
-            grpc_slice s = grpc_byte_buffer_reader_readall(&r);
-            req = protobuf_c_message_unpack(methods[c->m].req, NULL,
-                                            GRPC_SLICE_LENGTH(s),
-                                            GRPC_SLICE_START_PTR(s));
-            grpc_slice_unref(s);
-            grpc_byte_buffer_reader_destroy(&r);
-        }
-    }
+    req = cr_grpc_unpack(methods[c->m].req, c->payload, SIZE_MAX);
     if (req == NULL) {
         a.rv = CP_EINVAL;
         snprintf(a.errmsg, sizeof a.errmsg,

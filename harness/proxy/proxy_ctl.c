@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -16,6 +17,7 @@
 #include <grpc/support/log.h>
 #include <grpc/support/time.h>
 
+#include "grpc_call.h"
 #include "proxy.pb-c.h"
 #include "proxy_fault.h"
 
@@ -225,13 +227,8 @@ static int rpc(struct ctl *c,
                const ProtobufCMessageDescriptor *rd,
                ProtobufCMessage **resp)
 {
-    size_t len = protobuf_c_message_get_packed_size(req);
-    grpc_slice s = grpc_slice_malloc(len);
-    grpc_byte_buffer *send, *recv = NULL;
-    grpc_metadata_array md_init, md_trail;
-    grpc_status_code status = GRPC_STATUS_UNKNOWN;
-    grpc_slice details = grpc_empty_slice();
-    const char *error_string = NULL;
+    grpc_byte_buffer *send = cr_grpc_pack(req);
+    struct cr_grpc_reply reply;
     grpc_op ops[6];
     grpc_call *call;
     grpc_event ev;
@@ -239,29 +236,12 @@ static int rpc(struct ctl *c,
     gpr_timespec deadline =
         gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC),
                      gpr_time_from_millis(c->timeout_ms, GPR_TIMESPAN));
-    protobuf_c_message_pack(req, GRPC_SLICE_START_PTR(s));
-    send = grpc_raw_byte_buffer_create(&s, 1);
-    grpc_slice_unref(s);
-    grpc_metadata_array_init(&md_init);
-    grpc_metadata_array_init(&md_trail);
+    cr_grpc_reply_init(&reply);
     call = grpc_channel_create_call(c->ch, NULL, GRPC_PROPAGATE_DEFAULTS, c->cq,
                                     grpc_slice_from_static_string(method), NULL,
                                     deadline, NULL);
-    memset(ops, 0, sizeof ops);
-    ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
-    ops[1].op = GRPC_OP_SEND_MESSAGE;
-    ops[1].data.send_message.send_message = send;
-    ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
-    ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
-    ops[3].data.recv_initial_metadata.recv_initial_metadata = &md_init;
-    ops[4].op = GRPC_OP_RECV_MESSAGE;
-    ops[4].data.recv_message.recv_message = &recv;
-    ops[5].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
-    ops[5].data.recv_status_on_client.trailing_metadata = &md_trail;
-    ops[5].data.recv_status_on_client.status = &status;
-    ops[5].data.recv_status_on_client.status_details = &details;
-    ops[5].data.recv_status_on_client.error_string = &error_string;
-    if (grpc_call_start_batch(call, ops, 6, c, NULL) != GRPC_CALL_OK) {
+    if (grpc_call_start_batch(call, ops, cr_grpc_unary_ops(send, &reply, ops),
+                              c, NULL) != GRPC_CALL_OK) {
         fprintf(stderr, "craft-proxy ctl: cannot start the call\n");
         goto out;
     }
@@ -271,30 +251,21 @@ static int rpc(struct ctl *c,
         fprintf(stderr, "craft-proxy ctl: the call did not complete\n");
         goto out;
     }
-    if (status != GRPC_STATUS_OK) {
-        int n = (int)GRPC_SLICE_LENGTH(details);
-        const char *d = (const char *)GRPC_SLICE_START_PTR(details);
-        if (status == GRPC_STATUS_UNAVAILABLE ||
-            status == GRPC_STATUS_DEADLINE_EXCEEDED) {
+    if (reply.status != GRPC_STATUS_OK) {
+        int n = (int)GRPC_SLICE_LENGTH(reply.details);
+        const char *d = (const char *)GRPC_SLICE_START_PTR(reply.details);
+        if (reply.status == GRPC_STATUS_UNAVAILABLE ||
+            reply.status == GRPC_STATUS_DEADLINE_EXCEEDED) {
             fprintf(stderr,
                     "craft-proxy ctl: cannot reach the proxy at %s "
                     "(status %d: %.*s)\n",
-                    c->control, (int)status, n, d);
+                    c->control, (int)reply.status, n, d);
         } else {
             fprintf(stderr, "craft-proxy ctl: refused: %.*s\n", n, d);
         }
         goto out;
     }
-    if (recv != NULL) {
-        grpc_byte_buffer_reader r;
-        if (grpc_byte_buffer_reader_init(&r, recv)) {
-            grpc_slice all = grpc_byte_buffer_reader_readall(&r);
-            *resp = protobuf_c_message_unpack(rd, NULL, GRPC_SLICE_LENGTH(all),
-                                              GRPC_SLICE_START_PTR(all));
-            grpc_slice_unref(all);
-            grpc_byte_buffer_reader_destroy(&r);
-        }
-    }
+    *resp = cr_grpc_unpack(rd, reply.recv, SIZE_MAX);
     if (*resp == NULL) {
         fprintf(stderr, "craft-proxy ctl: the answer cannot be parsed as %s\n",
                 rd->name);
@@ -303,13 +274,7 @@ static int rpc(struct ctl *c,
     rv = 0;
 out:
     grpc_byte_buffer_destroy(send);
-    if (recv != NULL) {
-        grpc_byte_buffer_destroy(recv);
-    }
-    grpc_metadata_array_destroy(&md_init);
-    grpc_metadata_array_destroy(&md_trail);
-    grpc_slice_unref(details);
-    gpr_free((void *)error_string);
+    cr_grpc_reply_destroy(&reply);
     grpc_call_unref(call);
     return rv;
 }

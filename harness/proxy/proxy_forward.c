@@ -26,6 +26,7 @@
 #include <grpc/support/alloc.h>
 #include <grpc/support/time.h>
 
+#include "grpc_call.h"
 #include "proxy_impl.h"
 
 #define CONTAINER(ptr, type, field) \
@@ -41,12 +42,8 @@ struct leg
     size_t q_head, q_n, q_cap;
     grpc_byte_buffer *sending; /* in flight; freed when sent */
     bool send_busy, sent_init, sent_close, send_failed;
-    /* The answer. */
-    grpc_metadata_array init_md, trail_md;
-    grpc_byte_buffer *recv_buf;
-    grpc_status_code status;
-    grpc_slice details;
-    const char *error_string;
+    /* The answer (reply.recv: the message just received). */
+    struct cr_grpc_reply reply;
     bool recv_done, status_done;
 };
 
@@ -292,10 +289,10 @@ static void relay_next(struct cp_call *c)
     size_t n = 0;
     memset(ops, 0, sizeof ops);
     if (!c->sent_in_init) {
-        filter_md(&g->init_md);
+        filter_md(&g->reply.md_init);
         ops[n].op = GRPC_OP_SEND_INITIAL_METADATA;
-        ops[n].data.send_initial_metadata.count = g->init_md.count;
-        ops[n].data.send_initial_metadata.metadata = g->init_md.metadata;
+        ops[n].data.send_initial_metadata.count = g->reply.md_init.count;
+        ops[n].data.send_initial_metadata.metadata = g->reply.md_init.metadata;
         n++;
         c->sent_in_init = true;
     }
@@ -308,17 +305,17 @@ static void relay_next(struct cp_call *c)
         n++;
     }
     if (c->resp_sent == c->n_resp) {
-        filter_md(&g->trail_md);
+        filter_md(&g->reply.md_trail);
         ops[n].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
         ops[n].data.send_status_from_server.trailing_metadata_count =
-            g->trail_md.count;
+            g->reply.md_trail.count;
         ops[n].data.send_status_from_server.trailing_metadata =
-            g->trail_md.metadata;
-        ops[n].data.send_status_from_server.status = g->status;
-        ops[n].data.send_status_from_server.status_details = &g->details;
+            g->reply.md_trail.metadata;
+        ops[n].data.send_status_from_server.status = g->reply.status;
+        ops[n].data.send_status_from_server.status_details = &g->reply.details;
         n++;
         c->status_sent = true;
-        c->sent_code = g->status;
+        c->sent_code = g->reply.status;
     }
     if (!start(c, c->in, ops, n, &c->send_op)) {
         c->stage = ST_OVER;
@@ -549,11 +546,12 @@ static void leg_recv(struct cp_call *c, unsigned i, bool with_init)
     memset(ops, 0, sizeof ops);
     if (with_init) {
         ops[n].op = GRPC_OP_RECV_INITIAL_METADATA;
-        ops[n].data.recv_initial_metadata.recv_initial_metadata = &g->init_md;
+        ops[n].data.recv_initial_metadata.recv_initial_metadata =
+            &g->reply.md_init;
         n++;
     }
     ops[n].op = GRPC_OP_RECV_MESSAGE;
-    ops[n].data.recv_message.recv_message = &g->recv_buf;
+    ops[n].data.recv_message.recv_message = &g->reply.recv;
     n++;
     if (!start(c, g->call, ops, n, &g->recv_op)) {
         g->recv_done = true;
@@ -579,8 +577,8 @@ static int resp_push(struct cp_call *c, grpc_byte_buffer *bb)
 static void leg_received(struct cp_call *c, unsigned i, bool ok)
 {
     struct leg *g = leg_of(c, i);
-    grpc_byte_buffer *bb = g->recv_buf;
-    g->recv_buf = NULL;
+    grpc_byte_buffer *bb = g->reply.recv;
+    g->reply.recv = NULL;
     if (c->unary) {
         /* The one batch of a unary leg: request sent, answer and status
          * received. */
@@ -672,25 +670,14 @@ static void leg_start_unary(struct cp_call *c, unsigned i)
         n++;
     }
     ops[n++].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
-    ops[n].op = GRPC_OP_RECV_INITIAL_METADATA;
-    ops[n].data.recv_initial_metadata.recv_initial_metadata = &g->init_md;
-    n++;
-    ops[n].op = GRPC_OP_RECV_MESSAGE;
-    ops[n].data.recv_message.recv_message = &g->recv_buf;
-    n++;
-    ops[n].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
-    ops[n].data.recv_status_on_client.trailing_metadata = &g->trail_md;
-    ops[n].data.recv_status_on_client.status = &g->status;
-    ops[n].data.recv_status_on_client.status_details = &g->details;
-    ops[n].data.recv_status_on_client.error_string = &g->error_string;
-    n++;
+    n += cr_grpc_reply_ops(&g->reply, ops + n);
     g->sent_init = g->sent_close = true;
     if (!start(c, g->call, ops, n, &g->recv_op)) {
         if (g->sending != NULL) {
             grpc_byte_buffer_destroy(g->sending);
             g->sending = NULL;
         }
-        g->status = GRPC_STATUS_INTERNAL;
+        g->reply.status = GRPC_STATUS_INTERNAL;
         g->send_failed = g->recv_done = g->status_done = true;
         grpc_call_cancel(g->call, NULL);
         leg_maybe_done(c, i);
@@ -707,8 +694,8 @@ static void leg_start(struct cp_call *c, unsigned i, gpr_timespec deadline)
                                        GRPC_PROPAGATE_DEFAULTS, cq_of(c),
                                        c->method, NULL, deadline, NULL);
     if (g->call == NULL) {
-        g->status = GRPC_STATUS_UNAVAILABLE;
-        g->details = grpc_slice_from_static_string(
+        g->reply.status = GRPC_STATUS_UNAVAILABLE;
+        g->reply.details = grpc_slice_from_static_string(
             "craft-proxy: cannot create a call to the target");
         g->recv_done = g->status_done = true;
         leg_maybe_done(c, i);
@@ -721,12 +708,12 @@ static void leg_start(struct cp_call *c, unsigned i, gpr_timespec deadline)
     }
     memset(&op, 0, sizeof op);
     op.op = GRPC_OP_RECV_STATUS_ON_CLIENT;
-    op.data.recv_status_on_client.trailing_metadata = &g->trail_md;
-    op.data.recv_status_on_client.status = &g->status;
-    op.data.recv_status_on_client.status_details = &g->details;
-    op.data.recv_status_on_client.error_string = &g->error_string;
+    op.data.recv_status_on_client.trailing_metadata = &g->reply.md_trail;
+    op.data.recv_status_on_client.status = &g->reply.status;
+    op.data.recv_status_on_client.status_details = &g->reply.details;
+    op.data.recv_status_on_client.error_string = &g->reply.error_string;
     if (!start(c, g->call, &op, 1, &g->status_op)) {
-        g->status = GRPC_STATUS_INTERNAL;
+        g->reply.status = GRPC_STATUS_INTERNAL;
         g->status_done = true;
         leg_cancel(g);
     }
@@ -1085,9 +1072,7 @@ static void arm(struct cp_link *l, int rm)
     c->legs[0].status_op.cb = on_leg0_status;
     c->legs[1].status_op.cb = on_leg1_status;
     for (unsigned i = 0; i < 2; i++) {
-        grpc_metadata_array_init(&c->legs[i].init_md);
-        grpc_metadata_array_init(&c->legs[i].trail_md);
-        c->legs[i].details = grpc_empty_slice();
+        cr_grpc_reply_init(&c->legs[i].reply);
     }
     grpc_metadata_array_init(&c->in_md);
     if (rm >= 0) {
@@ -1114,11 +1099,8 @@ static void leg_destroy(struct leg *g)
         grpc_byte_buffer_destroy(g->q[g->q_head + k]);
     }
     free(g->q);
-    assert(g->sending == NULL && g->recv_buf == NULL);
-    grpc_metadata_array_destroy(&g->init_md);
-    grpc_metadata_array_destroy(&g->trail_md);
-    grpc_slice_unref(g->details);
-    gpr_free((void *)g->error_string);
+    assert(g->sending == NULL && g->reply.recv == NULL);
+    cr_grpc_reply_destroy(&g->reply);
     if (g->call != NULL) {
         grpc_call_unref(g->call);
     }

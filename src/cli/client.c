@@ -203,19 +203,12 @@ static int endpoint_open(struct cr_cli *c, const char *address, size_t len)
     e->address[len] = '\0';
     /* GRPC-C-CORE.md: with the default backoff a restarted server is
      * reached again only after seconds; these keep it under one. */
-#define INT_ARG(k, v)                    \
-    do {                                 \
-        args[n].type = GRPC_ARG_INTEGER; \
-        args[n].key = (char *)(k);       \
-        args[n].value.integer = (v);     \
-        n++;                             \
-    } while (0)
-    INT_ARG(GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH, MAX_MESSAGE);
-    INT_ARG(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
-    INT_ARG(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100);
-    INT_ARG(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
-    INT_ARG(GRPC_ARG_DNS_MIN_TIME_BETWEEN_RESOLUTIONS_MS, 500);
-#undef INT_ARG
+    cr_grpc_arg_int(args, &n, GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH, MAX_MESSAGE);
+    cr_grpc_arg_int(args, &n, GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
+    cr_grpc_arg_int(args, &n, GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100);
+    cr_grpc_arg_int(args, &n, GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
+    cr_grpc_arg_int(args, &n, GRPC_ARG_DNS_MIN_TIME_BETWEEN_RESOLUTIONS_MS,
+                    500);
     ca.num_args = (size_t)n;
     ca.args = args;
     creds = grpc_insecure_credentials_create();
@@ -358,34 +351,6 @@ int cr_cli_endpoint(struct cr_cli *c, const char *address)
  * Calls
  * ------------------------------------------------------------------------- */
 
-static grpc_byte_buffer *pack(const ProtobufCMessage *msg)
-{
-    size_t size = protobuf_c_message_get_packed_size(msg);
-    grpc_slice slice = grpc_slice_malloc(size);
-    grpc_byte_buffer *bb;
-    protobuf_c_message_pack(msg, GRPC_SLICE_START_PTR(slice));
-    bb = grpc_raw_byte_buffer_create(&slice, 1);
-    grpc_slice_unref(slice);
-    return bb;
-}
-
-static ProtobufCMessage *unpack(const ProtobufCMessageDescriptor *d,
-                                grpc_byte_buffer *bb)
-{
-    grpc_byte_buffer_reader reader;
-    grpc_slice slice;
-    ProtobufCMessage *msg;
-    if (bb == NULL || !grpc_byte_buffer_reader_init(&reader, bb)) {
-        return NULL;
-    }
-    slice = grpc_byte_buffer_reader_readall(&reader);
-    grpc_byte_buffer_reader_destroy(&reader);
-    msg = protobuf_c_message_unpack(d, NULL, GRPC_SLICE_LENGTH(slice),
-                                    GRPC_SLICE_START_PTR(slice));
-    grpc_slice_unref(slice);
-    return msg;
-}
-
 static void status_set(struct cr_cli_rpc_status *st,
                        grpc_status_code code,
                        const char *details)
@@ -411,7 +376,7 @@ int cr_cli_call_start(struct cr_cli *c,
     grpc_op ops[6];
     memset(call, 0, sizeof *call);
     call->method = m;
-    call->details = grpc_empty_slice();
+    cr_grpc_reply_init(&call->reply);
     if (ep >= c->n_endpoints || (unsigned)m >= CR_CLI_METHOD_COUNT ||
         req->descriptor != cr_cli_methods[m].request) {
         status_set(st, GRPC_STATUS_INVALID_ARGUMENT,
@@ -426,26 +391,11 @@ int cr_cli_call_start(struct cr_cli *c,
         status_set(st, GRPC_STATUS_INTERNAL, "cannot create the call");
         return -1;
     }
-    grpc_metadata_array_init(&call->md_initial);
-    grpc_metadata_array_init(&call->md_trailing);
-    call->send = pack(req);
-    memset(ops, 0, sizeof ops);
-    ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
-    ops[1].op = GRPC_OP_SEND_MESSAGE;
-    ops[1].data.send_message.send_message = call->send;
-    ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
-    ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
-    ops[3].data.recv_initial_metadata.recv_initial_metadata = &call->md_initial;
-    ops[4].op = GRPC_OP_RECV_MESSAGE;
-    ops[4].data.recv_message.recv_message = &call->recv;
-    ops[5].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
-    ops[5].data.recv_status_on_client.trailing_metadata = &call->md_trailing;
-    ops[5].data.recv_status_on_client.status = &call->status;
-    ops[5].data.recv_status_on_client.status_details = &call->details;
-    ops[5].data.recv_status_on_client.error_string = &call->error_string;
-    if (grpc_call_start_batch(call->call, ops, 6, tag, NULL) != GRPC_CALL_OK) {
-        grpc_metadata_array_destroy(&call->md_initial);
-        grpc_metadata_array_destroy(&call->md_trailing);
+    call->send = cr_grpc_pack(req);
+    if (grpc_call_start_batch(call->call, ops,
+                              cr_grpc_unary_ops(call->send, &call->reply, ops),
+                              tag, NULL) != GRPC_CALL_OK) {
+        cr_grpc_reply_destroy(&call->reply);
         grpc_byte_buffer_destroy(call->send);
         grpc_call_unref(call->call);
         call->call = NULL;
@@ -464,18 +414,19 @@ int cr_cli_call_end(struct cr_cli_call *call,
     *resp = NULL;
     if (!ok) {
         status_set(st, GRPC_STATUS_INTERNAL, "the call failed");
-    } else if (call->status != GRPC_STATUS_OK) {
-        char *d = grpc_slice_to_c_string(call->details);
-        st->code = call->status;
+    } else if (call->reply.status != GRPC_STATUS_OK) {
+        char *d = grpc_slice_to_c_string(call->reply.details);
+        st->code = call->reply.status;
         /* The details say it for people; the error string (a debug dump)
          * only when they are empty. */
         copy_str(st->details, sizeof st->details,
-                 d != NULL && d[0] != '\0'    ? d
-                 : call->error_string != NULL ? call->error_string
-                                              : "");
+                 d != NULL && d[0] != '\0'          ? d
+                 : call->reply.error_string != NULL ? call->reply.error_string
+                                                    : "");
         gpr_free(d);
     } else {
-        *resp = unpack(cr_cli_methods[call->method].response, call->recv);
+        *resp = cr_grpc_unpack(cr_cli_methods[call->method].response,
+                               call->reply.recv, MAX_MESSAGE);
         if (*resp == NULL) {
             status_set(st, GRPC_STATUS_INTERNAL,
                        "the reply is missing or malformed");
@@ -484,17 +435,9 @@ int cr_cli_call_end(struct cr_cli_call *call,
             rv = 0;
         }
     }
-    grpc_metadata_array_destroy(&call->md_initial);
-    grpc_metadata_array_destroy(&call->md_trailing);
+    cr_grpc_reply_destroy(&call->reply);
     if (call->send != NULL) {
         grpc_byte_buffer_destroy(call->send);
-    }
-    if (call->recv != NULL) {
-        grpc_byte_buffer_destroy(call->recv);
-    }
-    grpc_slice_unref(call->details);
-    if (call->error_string != NULL) {
-        gpr_free((void *)(uintptr_t)call->error_string);
     }
     grpc_call_unref(call->call);
     memset(call, 0, sizeof *call);

@@ -28,6 +28,7 @@
 
 #include <grpc/grpc.h>
 
+#include "grpc_call.h"
 #include "raft.pb-c.h"
 
 #define CR_CLI_ENDPOINTS_MAX 16 /* given ones plus addresses from hints */
@@ -107,11 +108,8 @@ struct cr_cli_call
 {
     enum cr_cli_method method;
     grpc_call *call;
-    grpc_metadata_array md_initial, md_trailing;
-    grpc_byte_buffer *send, *recv;
-    grpc_status_code status;
-    grpc_slice details;
-    const char *error_string;
+    grpc_byte_buffer *send;
+    struct cr_grpc_reply reply;
 };
 
 void cr_cli_options_default(struct cr_cli_options *o);

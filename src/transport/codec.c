@@ -6,43 +6,6 @@
 #include "transport_impl.h"
 
 /* ---------------------------------------------------------------------------
- * Packing
- * ------------------------------------------------------------------------- */
-
-grpc_byte_buffer *cr__pack(const ProtobufCMessage *msg)
-{
-    size_t size = protobuf_c_message_get_packed_size(msg);
-    grpc_slice slice = grpc_slice_malloc(size);
-    grpc_byte_buffer *bb;
-    protobuf_c_message_pack(msg, GRPC_SLICE_START_PTR(slice));
-    bb = grpc_raw_byte_buffer_create(&slice, 1);
-    grpc_slice_unref(slice);
-    return bb;
-}
-
-ProtobufCMessage *cr__unpack(const ProtobufCMessageDescriptor *d,
-                             grpc_byte_buffer *bb,
-                             size_t max)
-{
-    grpc_byte_buffer_reader reader;
-    grpc_slice slice;
-    ProtobufCMessage *msg;
-    if (bb == NULL) {
-        return NULL;
-    }
-    if (grpc_byte_buffer_length(bb) > max ||
-        !grpc_byte_buffer_reader_init(&reader, bb)) {
-        return NULL;
-    }
-    slice = grpc_byte_buffer_reader_readall(&reader);
-    grpc_byte_buffer_reader_destroy(&reader);
-    msg = protobuf_c_message_unpack(d, NULL, GRPC_SLICE_LENGTH(slice),
-                                    GRPC_SLICE_START_PTR(slice));
-    grpc_slice_unref(slice);
-    return msg;
-}
-
-/* ---------------------------------------------------------------------------
  * Configurations
  * ------------------------------------------------------------------------- */
 
@@ -347,7 +310,7 @@ grpc_byte_buffer *cr__peer_to_pb(const struct cr_message *m,
             r.cluster_id = cluster_id;
             r.pre_vote = m->request_vote.pre_vote;
             r.transfer = m->request_vote.transfer;
-            return cr__pack(&r.base);
+            return cr_grpc_pack(&r.base);
         }
         case CR_MSG_REQUEST_VOTE_RESULT: {
             Raft__RequestVoteResponse r;
@@ -357,7 +320,7 @@ grpc_byte_buffer *cr__peer_to_pb(const struct cr_message *m,
             r.cluster_id = cluster_id;
             r.pre_vote = m->request_vote_result.pre_vote;
             r.voter_id = (int32_t)self;
-            return cr__pack(&r.base);
+            return cr_grpc_pack(&r.base);
         }
         case CR_MSG_APPEND_ENTRIES: {
             const struct cr_append_entries *ae = &m->append_entries;
@@ -399,7 +362,7 @@ grpc_byte_buffer *cr__peer_to_pb(const struct cr_message *m,
                 r.entries = ptrs;
                 r.n_entries = ae->n_entries;
             }
-            bb = cr__pack(&r.base);
+            bb = cr_grpc_pack(&r.base);
             free(les);
             free(ptrs);
             return bb;
@@ -418,7 +381,7 @@ grpc_byte_buffer *cr__peer_to_pb(const struct cr_message *m,
             r.hint_term = (int64_t)a->hint_term;
             r.last_log_index = (int64_t)a->last_index;
             r.seq = a->seq;
-            return cr__pack(&r.base);
+            return cr_grpc_pack(&r.base);
         }
         case CR_MSG_TIMEOUT_NOW: {
             Raft__TimeoutNowRequest r;
@@ -426,7 +389,7 @@ grpc_byte_buffer *cr__peer_to_pb(const struct cr_message *m,
             r.term = (int64_t)m->term;
             r.leader_id = (int32_t)self;
             r.cluster_id = cluster_id;
-            return cr__pack(&r.base);
+            return cr_grpc_pack(&r.base);
         }
         case CR_MSG_READ_INDEX: {
             Raft__ReadIndexRequest r;
@@ -435,7 +398,7 @@ grpc_byte_buffer *cr__peer_to_pb(const struct cr_message *m,
             r.follower_id = (int32_t)self;
             r.cluster_id = cluster_id;
             r.id = m->read_index.id;
-            return cr__pack(&r.base);
+            return cr_grpc_pack(&r.base);
         }
         case CR_MSG_READ_INDEX_RESULT: {
             Raft__ReadIndexResponse r;
@@ -444,7 +407,7 @@ grpc_byte_buffer *cr__peer_to_pb(const struct cr_message *m,
             r.ok = m->read_index_result.ok;
             r.index = (int64_t)m->read_index_result.index;
             r.id = m->read_index_result.id;
-            return cr__pack(&r.base);
+            return cr_grpc_pack(&r.base);
         }
         case CR_MSG_INSTALL_SNAPSHOT:
             break; /* streamed by the transport */

@@ -13,6 +13,7 @@
 #include <grpc/support/log.h>
 
 #include "craft/storage.h"
+#include "grpc_call.h"
 #include "grpc_loop.h"
 #include "transport_impl.h"
 
@@ -155,11 +156,8 @@ struct out_call
     enum cr__method m;
     cr_id peer;
     grpc_call *call;
-    grpc_metadata_array md_init, md_trail;
-    grpc_byte_buffer *send, *recv;
-    grpc_status_code status;
-    grpc_slice details;
-    const char *error_string;
+    grpc_byte_buffer *send;
+    struct cr_grpc_reply reply;
     struct out_call *prev, *next;
     /* Forwarded client calls. */
     cr_client_done_fn done;
@@ -244,33 +242,30 @@ static grpc_channel_args *channel_args(const struct cr_transport *t,
      * is reached again within an election timeout; DNS re-resolution for
      * a peer that comes back on a new address; keepalive to notice a peer
      * that hangs with its connection open. */
-#define INT_ARG(k, v)                    \
-    do {                                 \
-        args[n].type = GRPC_ARG_INTEGER; \
-        args[n].key = (char *)(k);       \
-        args[n].value.integer = (v);     \
-        n++;                             \
-    } while (0)
-    INT_ARG(GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH, (int)t->cfg.max_message_bytes);
-    INT_ARG(GRPC_ARG_MAX_SEND_MESSAGE_LENGTH, (int)t->cfg.max_message_bytes);
-    INT_ARG(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
-    INT_ARG(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
+    cr_grpc_arg_int(args, &n, GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH,
+                    (int)t->cfg.max_message_bytes);
+    cr_grpc_arg_int(args, &n, GRPC_ARG_MAX_SEND_MESSAGE_LENGTH,
+                    (int)t->cfg.max_message_bytes);
+    cr_grpc_arg_int(args, &n, GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+    cr_grpc_arg_int(args, &n, GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
     if (server) {
-        INT_ARG(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 500);
+        cr_grpc_arg_int(args, &n,
+                        GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS,
+                        500);
         /* gRPC sets SO_REUSEPORT by default: a second server on the same
          * port would start without a word and the kernel would share the
          * connections between the two. A port in use must fail the
          * start instead. */
-        INT_ARG(GRPC_ARG_ALLOW_REUSEPORT, 0);
+        cr_grpc_arg_int(args, &n, GRPC_ARG_ALLOW_REUSEPORT, 0);
     } else {
-        INT_ARG(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
-        INT_ARG(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100);
-        INT_ARG(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
-        INT_ARG(GRPC_ARG_DNS_MIN_TIME_BETWEEN_RESOLUTIONS_MS, 500);
-        INT_ARG(GRPC_ARG_KEEPALIVE_TIME_MS, 2000);
-        INT_ARG(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 2000);
+        cr_grpc_arg_int(args, &n, GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
+        cr_grpc_arg_int(args, &n, GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100);
+        cr_grpc_arg_int(args, &n, GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
+        cr_grpc_arg_int(args, &n, GRPC_ARG_DNS_MIN_TIME_BETWEEN_RESOLUTIONS_MS,
+                        500);
+        cr_grpc_arg_int(args, &n, GRPC_ARG_KEEPALIVE_TIME_MS, 2000);
+        cr_grpc_arg_int(args, &n, GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 2000);
     }
-#undef INT_ARG
     out->num_args = (size_t)n;
     out->args = args;
     return out;
@@ -489,7 +484,7 @@ static void ic_bad(struct in_call *ic, grpc_status_code code, const char *why)
 
 static void ic_reply_pb(struct in_call *ic, const ProtobufCMessage *msg)
 {
-    ic_reply(ic, GRPC_STATUS_OK, NULL, cr__pack(msg));
+    ic_reply(ic, GRPC_STATUS_OK, NULL, cr_grpc_pack(msg));
 }
 
 /* ---------------------------------------------------------------------------
@@ -929,7 +924,7 @@ static void answer_call(struct cr_transport *t, const struct cr_message *m)
         resp.cluster_id = t->cfg.cluster_id;
         resp.follower_id = (int32_t)t->cfg.id;
         resp.index = (int64_t)m->append_entries_result.index;
-        bb = cr__pack(&resp.base);
+        bb = cr_grpc_pack(&resp.base);
     } else if (m->type == CR_MSG_READ_INDEX_RESULT) {
         struct cr_message copy = *m;
         copy.read_index_result.id = ic->read_id;
@@ -975,7 +970,7 @@ static void on_snap_recv(struct cr_grpc_op *op, bool ok)
         return;
     }
     t->stats.bytes_in += grpc_byte_buffer_length(ic->recv_buf);
-    c = (Raft__InstallSnapshotChunk *)cr__unpack(
+    c = (Raft__InstallSnapshotChunk *)cr_grpc_unpack(
         &raft__install_snapshot_chunk__descriptor, ic->recv_buf,
         t->cfg.max_message_bytes);
     grpc_byte_buffer_destroy(ic->recv_buf);
@@ -1163,8 +1158,8 @@ static void on_new_call(struct cr_grpc_op *op, bool ok)
         if (payload != NULL) {
             t->stats.bytes_in += grpc_byte_buffer_length(payload);
         }
-        ic->req = cr__unpack(cr__methods[ic->m].request, payload,
-                             t->cfg.max_message_bytes);
+        ic->req = cr_grpc_unpack(cr__methods[ic->m].request, payload,
+                                 t->cfg.max_message_bytes);
         if (payload != NULL) {
             grpc_byte_buffer_destroy(payload);
         }
@@ -1220,17 +1215,9 @@ static void out_free(struct out_call *o)
     if (o->next != NULL) {
         o->next->prev = o->prev;
     }
-    grpc_metadata_array_destroy(&o->md_init);
-    grpc_metadata_array_destroy(&o->md_trail);
+    cr_grpc_reply_destroy(&o->reply);
     if (o->send != NULL) {
         grpc_byte_buffer_destroy(o->send);
-    }
-    if (o->recv != NULL) {
-        grpc_byte_buffer_destroy(o->recv);
-    }
-    grpc_slice_unref(o->details);
-    if (o->error_string != NULL) {
-        gpr_free((void *)(uintptr_t)o->error_string);
     }
     if (o->call != NULL) {
         grpc_call_unref(o->call);
@@ -1253,15 +1240,12 @@ static struct out_call *out_new(struct cr_transport *t,
     }
     o->t = t;
     o->m = m;
-    o->details = grpc_empty_slice();
-    grpc_metadata_array_init(&o->md_init);
-    grpc_metadata_array_init(&o->md_trail);
+    cr_grpc_reply_init(&o->reply);
     o->call = grpc_channel_create_registered_call(
         c->ch, NULL, GRPC_PROPAGATE_DEFAULTS, t->gl.cq, c->handles[m],
         deadline_in(timeout_ms), NULL);
     if (o->call == NULL) {
-        grpc_metadata_array_destroy(&o->md_init);
-        grpc_metadata_array_destroy(&o->md_trail);
+        cr_grpc_reply_destroy(&o->reply);
         free(o);
         return NULL;
     }
@@ -1279,16 +1263,17 @@ static void on_out_done(struct cr_grpc_op *op, bool ok);
 /* Why a call to a peer failed, for the log: its status and details. */
 static void call_failure(struct out_call *o, bool ok, char *why, size_t size)
 {
-    char *d = grpc_slice_to_c_string(o->details);
+    char *d = grpc_slice_to_c_string(o->reply.details);
     if (!ok) {
         snprintf(why, size, "the call did not complete");
-    } else if (o->status != GRPC_STATUS_OK) {
-        const char *name = o->status == GRPC_STATUS_UNAVAILABLE ? "UNAVAILABLE"
-                           : o->status == GRPC_STATUS_DEADLINE_EXCEEDED
-                               ? "DEADLINE_EXCEEDED"
-                           : o->status == GRPC_STATUS_CANCELLED ? "CANCELLED"
-                                                                : "status";
-        snprintf(why, size, "%s (%d): %s", name, (int)o->status,
+    } else if (o->reply.status != GRPC_STATUS_OK) {
+        const char *name =
+            o->reply.status == GRPC_STATUS_UNAVAILABLE ? "UNAVAILABLE"
+            : o->reply.status == GRPC_STATUS_DEADLINE_EXCEEDED
+                ? "DEADLINE_EXCEEDED"
+            : o->reply.status == GRPC_STATUS_CANCELLED ? "CANCELLED"
+                                                       : "status";
+        snprintf(why, size, "%s (%d): %s", name, (int)o->reply.status,
                  d != NULL ? d : "");
     } else {
         snprintf(why, size, "an answer that could not be decoded");
@@ -1300,23 +1285,10 @@ static void call_failure(struct out_call *o, bool ok, char *why, size_t size)
 static bool out_start(struct out_call *o)
 {
     grpc_op ops[6];
-    memset(ops, 0, sizeof ops);
-    ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
-    ops[1].op = GRPC_OP_SEND_MESSAGE;
-    ops[1].data.send_message.send_message = o->send;
-    ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
-    ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
-    ops[3].data.recv_initial_metadata.recv_initial_metadata = &o->md_init;
-    ops[4].op = GRPC_OP_RECV_MESSAGE;
-    ops[4].data.recv_message.recv_message = &o->recv;
-    ops[5].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
-    ops[5].data.recv_status_on_client.trailing_metadata = &o->md_trail;
-    ops[5].data.recv_status_on_client.status = &o->status;
-    ops[5].data.recv_status_on_client.status_details = &o->details;
-    ops[5].data.recv_status_on_client.error_string = &o->error_string;
+    size_t n = cr_grpc_unary_ops(o->send, &o->reply, ops);
     o->op.cb = on_out_done;
     o->t->stats.bytes_out += grpc_byte_buffer_length(o->send);
-    if (grpc_call_start_batch(o->call, ops, 6, &o->op, NULL) != GRPC_CALL_OK) {
+    if (grpc_call_start_batch(o->call, ops, n, &o->op, NULL) != GRPC_CALL_OK) {
         return false;
     }
     o->t->outstanding++;
@@ -1328,10 +1300,10 @@ static void on_out_done(struct cr_grpc_op *op, bool ok)
     struct out_call *o = (struct out_call *)op;
     struct cr_transport *t = o->t;
     ProtobufCMessage *resp = NULL;
-    if (ok && o->status == GRPC_STATUS_OK && o->recv != NULL) {
-        t->stats.bytes_in += grpc_byte_buffer_length(o->recv);
-        resp = cr__unpack(cr__methods[o->m].response, o->recv,
-                          t->cfg.max_message_bytes);
+    if (ok && o->reply.status == GRPC_STATUS_OK && o->reply.recv != NULL) {
+        t->stats.bytes_in += grpc_byte_buffer_length(o->reply.recv);
+        resp = cr_grpc_unpack(cr__methods[o->m].response, o->reply.recv,
+                              t->cfg.max_message_bytes);
     }
     if (o->done != NULL) {
         /* A forwarded client call: hand the reply over as it is. */
@@ -1339,13 +1311,13 @@ static void on_out_done(struct cr_grpc_op *op, bool ok)
         char err[160];
         memset(&r, 0, sizeof r);
         if (resp == NULL) {
-            char *d = grpc_slice_to_c_string(o->details);
+            char *d = grpc_slice_to_c_string(o->reply.details);
             /* A call that found no connection to the leader was never
              * sent: a definite failure. Anything else (a deadline, a
              * connection lost mid-call) may have been applied there. */
             bool never_sent =
-                o->status == GRPC_STATUS_UNAVAILABLE && o->md_init.count == 0 &&
-                d != NULL &&
+                o->reply.status == GRPC_STATUS_UNAVAILABLE &&
+                o->reply.md_init.count == 0 && d != NULL &&
                 (strstr(d, "onnect") != NULL || strstr(d, "DNS") != NULL);
             snprintf(err, sizeof err, "forwarding to the leader failed: %s",
                      d != NULL && d[0] != '\0' ? d : "no reply");
@@ -1516,9 +1488,9 @@ static void on_snap_sent(struct cr_grpc_op *op, bool ok)
         if (p != NULL) {
             p->streaming = false;
         }
-        if (ok && o->status == GRPC_STATUS_OK && o->recv != NULL) {
-            resp = cr__unpack(&raft__install_snapshot_response__descriptor,
-                              o->recv, t->cfg.max_message_bytes);
+        if (ok && o->reply.status == GRPC_STATUS_OK && o->reply.recv != NULL) {
+            resp = cr_grpc_unpack(&raft__install_snapshot_response__descriptor,
+                                  o->reply.recv, t->cfg.max_message_bytes);
         }
         if (resp != NULL &&
             cr__answer_from_pb(CR__M_INSTALL_SNAPSHOT, resp, t->cfg.id, o->peer,
@@ -1575,7 +1547,7 @@ static void snap_send_next(struct out_call *o)
         c.total_size = o->size;
         c.total_crc32c = o->total_crc;
     }
-    o->send = cr__pack(&c.base);
+    o->send = cr_grpc_pack(&c.base);
     t->stats.bytes_out += grpc_byte_buffer_length(o->send);
     memset(ops, 0, sizeof ops);
     if (c.offset == 0) {
@@ -1587,19 +1559,7 @@ static void snap_send_next(struct out_call *o)
     if (c.done) {
         o->finishing = true;
         ops[n_ops++].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
-        ops[n_ops].op = GRPC_OP_RECV_INITIAL_METADATA;
-        ops[n_ops].data.recv_initial_metadata.recv_initial_metadata =
-            &o->md_init;
-        n_ops++;
-        ops[n_ops].op = GRPC_OP_RECV_MESSAGE;
-        ops[n_ops].data.recv_message.recv_message = &o->recv;
-        n_ops++;
-        ops[n_ops].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
-        ops[n_ops].data.recv_status_on_client.trailing_metadata = &o->md_trail;
-        ops[n_ops].data.recv_status_on_client.status = &o->status;
-        ops[n_ops].data.recv_status_on_client.status_details = &o->details;
-        ops[n_ops].data.recv_status_on_client.error_string = &o->error_string;
-        n_ops++;
+        n_ops += cr_grpc_reply_ops(&o->reply, ops + n_ops);
     }
     o->op.cb = on_snap_sent;
     if (grpc_call_start_batch(o->call, ops, n_ops, &o->op, NULL) !=
@@ -1779,7 +1739,7 @@ void cr_transport_forward(struct cr_transport *t,
             r.client_id = cmd->client_id;
             r.sequence = cmd->sequence;
             r.forwarded = req->forwarded;
-            o->send = cr__pack(&r.base);
+            o->send = cr_grpc_pack(&r.base);
             break;
         }
         case CR__M_PUT:
@@ -1801,7 +1761,7 @@ void cr_transport_forward(struct cr_transport *t,
                 r.client_id = cmd->client_id;
                 r.sequence = cmd->sequence;
                 r.forwarded = req->forwarded;
-                o->send = cr__pack(&r.base);
+                o->send = cr_grpc_pack(&r.base);
             }
             free(key);
             free(value);
@@ -1816,7 +1776,7 @@ void cr_transport_forward(struct cr_transport *t,
             r.cluster_id = req->cluster_id;
             r.voter = req->voter;
             r.forwarded = req->forwarded;
-            o->send = cr__pack(&r.base);
+            o->send = cr_grpc_pack(&r.base);
             break;
         }
         case CR__M_REMOVE_NODE: {
@@ -1824,7 +1784,7 @@ void cr_transport_forward(struct cr_transport *t,
             raft__remove_request__init(&r);
             r.node_id = (int32_t)req->node_id;
             r.forwarded = req->forwarded;
-            o->send = cr__pack(&r.base);
+            o->send = cr_grpc_pack(&r.base);
             break;
         }
         case CR__M_TRANSFER_LEADERSHIP: {
@@ -1832,7 +1792,7 @@ void cr_transport_forward(struct cr_transport *t,
             raft__transfer_request__init(&r);
             r.node_id = (int32_t)req->node_id;
             r.forwarded = req->forwarded;
-            o->send = cr__pack(&r.base);
+            o->send = cr_grpc_pack(&r.base);
             break;
         }
         default: {
@@ -1845,7 +1805,7 @@ void cr_transport_forward(struct cr_transport *t,
             r.client_id = (int64_t)cmd->client_id;
             r.sequence = cmd->sequence;
             r.forwarded = req->forwarded;
-            o->send = cr__pack(&r.base);
+            o->send = cr_grpc_pack(&r.base);
             break;
         }
     }

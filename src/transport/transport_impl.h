@@ -9,6 +9,7 @@
 #include <protobuf-c/protobuf-c.h>
 
 #include "craft/transport.h"
+#include "grpc_call.h"
 #include "raft.pb-c.h"
 
 /* The methods of raft.RaftService, in the order of this table. */
@@ -44,12 +45,6 @@ struct cr__method_info
 };
 
 extern const struct cr__method_info cr__methods[CR__M_COUNT];
-
-grpc_byte_buffer *cr__pack(const ProtobufCMessage *msg);
-/* NULL for a missing, oversized or malformed message. */
-ProtobufCMessage *cr__unpack(const ProtobufCMessageDescriptor *d,
-                             grpc_byte_buffer *bb,
-                             size_t max);
 
 /* A configuration as protobuf, with the storage its arrays point into. */
 struct cr__pb_config

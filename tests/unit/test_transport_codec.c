@@ -27,7 +27,7 @@ static int round_trip(enum cr__method method,
     const char *why;
     int rv;
     assert_non_null(bb);
-    pb = cr__unpack(cr__methods[method].request, bb, 1u << 20);
+    pb = cr_grpc_unpack(cr__methods[method].request, bb, 1u << 20);
     grpc_byte_buffer_destroy(bb);
     assert_non_null(pb);
     rv = cr__peer_from_pb(method, pb, CLUSTER, out, entries, &why);
@@ -143,7 +143,8 @@ static void answers_round_trip(void **state)
     m.append_entries_result.last_index = 8;
     m.append_entries_result.seq = 9;
     bb = cr__peer_to_pb(&m, 2, CLUSTER, "h:1");
-    pb = cr__unpack(cr__methods[CR__M_APPEND_ENTRIES].response, bb, 1u << 20);
+    pb = cr_grpc_unpack(cr__methods[CR__M_APPEND_ENTRIES].response, bb,
+                        1u << 20);
     grpc_byte_buffer_destroy(bb);
     assert_non_null(pb);
     assert_int_equal(
@@ -165,7 +166,7 @@ static void answers_round_trip(void **state)
     m.request_vote_result.granted = true;
     m.request_vote_result.pre_vote = true;
     bb = cr__peer_to_pb(&m, 3, CLUSTER, "h:1");
-    pb = cr__unpack(cr__methods[CR__M_REQUEST_VOTE].response, bb, 1u << 20);
+    pb = cr_grpc_unpack(cr__methods[CR__M_REQUEST_VOTE].response, bb, 1u << 20);
     grpc_byte_buffer_destroy(bb);
     assert_int_equal(
         cr__answer_from_pb(CR__M_REQUEST_VOTE, pb, 1, 3, CLUSTER, &out), 0);
@@ -287,13 +288,14 @@ static void garbage_refused(void **state)
     s = grpc_slice_from_copied_buffer((const char *)junk, sizeof junk);
     bb = grpc_raw_byte_buffer_create(&s, 1);
     grpc_slice_unref(s);
-    pb = cr__unpack(&raft__append_entries_request__descriptor, bb, 1u << 20);
+    pb =
+        cr_grpc_unpack(&raft__append_entries_request__descriptor, bb, 1u << 20);
     assert_null(pb);
-    pb = cr__unpack(&raft__append_entries_request__descriptor, bb, 16);
+    pb = cr_grpc_unpack(&raft__append_entries_request__descriptor, bb, 16);
     assert_null(pb);
     grpc_byte_buffer_destroy(bb);
-    assert_null(
-        cr__unpack(&raft__append_entries_request__descriptor, NULL, 1u << 20));
+    assert_null(cr_grpc_unpack(&raft__append_entries_request__descriptor, NULL,
+                               1u << 20));
 }
 
 /* Configurations survive the trip, learners and addresses included, and
