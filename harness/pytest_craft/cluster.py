@@ -8,7 +8,6 @@ must never fork without exec (see GRPC-C-CORE.md).
 Run with Debian's /usr/bin/python3 (python3-grpcio, python3-protobuf).
 """
 
-import importlib
 import os
 from concurrent.futures import ThreadPoolExecutor
 import re
@@ -17,15 +16,12 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import grpc
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-PROTO = REPO_ROOT / "proto" / "raft.proto"
-GRPC_PLUGIN = "/usr/bin/grpc_python_plugin"
+from .tools import REPO_ROOT, built, python_stubs  # noqa: F401 (REPO_ROOT: cl.REPO_ROOT)
 
 # The default timing of craftd: elections of 300-600 ms, heartbeats of 50 ms.
 POLL = 0.05
@@ -50,35 +46,14 @@ class HarnessError(AssertionError):
 
 def craftd_path():
     """The craftd binary: $CRAFTD, or build/src/craftd of the repository."""
-    p = Path(os.environ.get("CRAFTD") or "build/src/craftd")
-    if not p.is_absolute():
-        p = REPO_ROOT / p
-    return p
+    return built("CRAFTD", "build/src/craftd")
 
 
 def generate_stubs(outdir):
     """Generates raft_pb2 and raft_pb2_grpc from proto/raft.proto into
     outdir (never committed), imports them and returns (pb, pb_grpc)."""
     global pb, pb_grpc
-    outdir = Path(outdir)
-    outdir.mkdir(parents=True, exist_ok=True)
-    cmd = [
-        "protoc",
-        f"-I{PROTO.parent}",
-        f"--python_out={outdir}",
-        f"--grpc_out={outdir}",
-        f"--plugin=protoc-gen-grpc={GRPC_PLUGIN}",
-        str(PROTO),
-    ]
-    r = subprocess.run(cmd, capture_output=True, text=True)
-    if r.returncode != 0:
-        raise HarnessError(
-            f"protoc failed ({r.returncode}): {' '.join(cmd)}\n{r.stderr}"
-        )
-    if str(outdir) not in sys.path:
-        sys.path.insert(0, str(outdir))
-    pb = importlib.import_module("raft_pb2")
-    pb_grpc = importlib.import_module("raft_pb2_grpc")
+    pb, pb_grpc = python_stubs("raft", outdir, HarnessError)
     return pb, pb_grpc
 
 

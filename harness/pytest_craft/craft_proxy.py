@@ -2,7 +2,7 @@
 (proto/proxy.proto). For tests and harnesses; run with Debian's
 /usr/bin/python3 (python3-grpcio, python3-protobuf).
 
-    import craft_proxy
+    from pytest_craft import craft_proxy
     craft_proxy.generate_stubs(tmpdir)
     p = craft_proxy.Proxy(["--node", "1=127.0.0.1:50051", ...], workdir)
     p.start()
@@ -16,21 +16,16 @@ The proxy is started with fork+exec only (subprocess), as every process
 that uses gRPC must be (GRPC-C-CORE.md). Every wait has a deadline.
 """
 
-import importlib
-import os
 import re
 import shlex
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
 import grpc
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-PROTO = REPO_ROOT / "proto" / "proxy.proto"
-GRPC_PLUGIN = "/usr/bin/grpc_python_plugin"
+from .tools import built, python_stubs
 
 pb = None  # proxy_pb2, once generate_stubs() ran
 pb_grpc = None  # proxy_pb2_grpc
@@ -53,33 +48,14 @@ class ProxyError(AssertionError):
 
 def proxy_path():
     """The craft-proxy binary: $CRAFT_PROXY, or the one in build/."""
-    p = Path(os.environ.get("CRAFT_PROXY") or "build/harness/proxy/craft-proxy")
-    if not p.is_absolute():
-        p = REPO_ROOT / p
-    return p
+    return built("CRAFT_PROXY", "build/harness/proxy/craft-proxy")
 
 
 def generate_stubs(outdir):
     """Generates proxy_pb2 and proxy_pb2_grpc from proto/proxy.proto into
     outdir, imports them and returns (pb, pb_grpc)."""
     global pb, pb_grpc
-    outdir = Path(outdir)
-    outdir.mkdir(parents=True, exist_ok=True)
-    cmd = [
-        "protoc",
-        f"-I{PROTO.parent}",
-        f"--python_out={outdir}",
-        f"--grpc_out={outdir}",
-        f"--plugin=protoc-gen-grpc={GRPC_PLUGIN}",
-        str(PROTO),
-    ]
-    r = subprocess.run(cmd, capture_output=True, text=True)
-    if r.returncode != 0:
-        raise ProxyError(f"protoc failed ({r.returncode}): {' '.join(cmd)}\n{r.stderr}")
-    if str(outdir) not in sys.path:
-        sys.path.insert(0, str(outdir))
-    pb = importlib.import_module("proxy_pb2")
-    pb_grpc = importlib.import_module("proxy_pb2_grpc")
+    pb, pb_grpc = python_stubs("proxy", outdir, ProxyError)
     return pb, pb_grpc
 
 

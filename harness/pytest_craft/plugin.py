@@ -16,7 +16,6 @@ history and of each node's log, and the command that replays it.
 from __future__ import annotations
 
 import json
-import os
 import random
 import shlex
 import shutil

@@ -17,7 +17,7 @@ import grpc
 
 from . import checkers
 from . import cluster as cl
-from .client import Client, OpError, require_ok
+from .client import Client, require_ok
 from .history import History
 from .scenario import seconds, step
 

@@ -11,9 +11,7 @@ and the scenario's variables.
 
 from __future__ import annotations
 
-import random
 import re
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable

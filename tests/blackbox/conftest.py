@@ -8,7 +8,6 @@ Run from the repository root with Debian's Python (it has python3-grpcio):
 """
 
 import os
-import shlex
 import sys
 
 import pytest
@@ -17,6 +16,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "harness"
 
 from pytest_craft import cluster as craft_cluster  # noqa: E402
 from pytest_craft.cluster import Cluster, HarnessError  # noqa: E402
+from pytest_craft.tools import replay_command  # noqa: E402
 
 _CLUSTERS = pytest.StashKey()
 
@@ -62,18 +62,6 @@ def cluster(cluster_factory):
     return cluster_factory(3)
 
 
-def replay_command(item):
-    craftd = craft_cluster.craftd_path()
-    path = os.path.relpath(str(item.path), craft_cluster.REPO_ROOT)
-    wrapper = os.environ.get("CRAFTD_WRAPPER")
-    env = f"CRAFTD_WRAPPER={shlex.quote(wrapper)} " if wrapper else ""
-    return (
-        f"cd {shlex.quote(str(craft_cluster.REPO_ROOT))} && {env}"
-        f"CRAFTD={shlex.quote(str(craftd))} /usr/bin/python3 -m pytest "
-        f"{shlex.quote(path + '::' + item.name)}"
-    )
-
-
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     outcome = yield
@@ -84,7 +72,9 @@ def pytest_runtest_makereport(item, call):
         rep.sections.append(
             (f"craftd cluster {k}: log tails ({c.root})", c.log_tails(40))
         )
-    rep.sections.append(("replay", replay_command(item)))
+    rep.sections.append(("replay", replay_command(item, {
+        "CRAFTD_WRAPPER": os.environ.get("CRAFTD_WRAPPER"),
+        "CRAFTD": craft_cluster.craftd_path()})))
 
 
 def pytest_report_header(config):

@@ -9,7 +9,6 @@ printed.
 """
 
 import re
-import shlex
 import sys
 from pathlib import Path
 
@@ -22,6 +21,7 @@ sys.path.insert(0, str(REPO_ROOT / "harness"))
 sys.path.insert(0, str(HERE))
 
 from pytest_craft import craft_proxy  # noqa: E402
+from pytest_craft.tools import replay_command  # noqa: E402
 from echo_server import EchoServer  # noqa: E402
 
 _PROXIES = pytest.StashKey()
@@ -110,15 +110,6 @@ def link(request, proxy_factory, server):
     ch.close()
 
 
-def replay_command(item):
-    path = Path(item.path).relative_to(REPO_ROOT)
-    return (
-        f"cd {shlex.quote(str(REPO_ROOT))} && "
-        f"CRAFT_PROXY={shlex.quote(str(craft_proxy.proxy_path()))} "
-        f"/usr/bin/python3 -m pytest {shlex.quote(str(path) + '::' + item.name)}"
-    )
-
-
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     outcome = yield
@@ -129,7 +120,8 @@ def pytest_runtest_makereport(item, call):
         rep.sections.append(
             (f"craft-proxy {k}: {p.command_line()} (seed {p.seed})", p.log_tail(40))
         )
-    rep.sections.append(("replay", replay_command(item)))
+    rep.sections.append(("replay", replay_command(
+        item, {"CRAFT_PROXY": craft_proxy.proxy_path()})))
 
 
 def pytest_report_header(config):

@@ -3,13 +3,9 @@ claims, as seen by the caller and by the target (echo_server.py)."""
 
 import hashlib
 import os
-import threading
 import time
 
 import grpc
-import pytest
-
-from echo_server import EchoServer
 
 ECHO = "/test.Echo/Echo"
 OTHER = "/test.Other/Echo"

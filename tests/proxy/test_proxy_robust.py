@@ -10,7 +10,7 @@ import time
 import grpc
 import pytest
 
-from test_proxy_faults import ECHO, STREAM, chunks, code, settled, stream_reply, timed
+from test_proxy_faults import ECHO, STREAM, chunks, code, settled, timed
 
 from pytest_craft import craft_proxy
 

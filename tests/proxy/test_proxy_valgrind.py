@@ -10,7 +10,6 @@ GRPC-C-CORE.md). About a minute.
 import re
 import shutil
 import socket
-import time
 
 import grpc
 import pytest
