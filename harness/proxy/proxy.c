@@ -105,24 +105,10 @@ grpc_channel_args *cp__channel_args(const struct cp_proxy *p,
                                     grpc_channel_args *out)
 {
     int n = 0;
-    cr_grpc_arg_int(args, &n, GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH,
-                    (int)p->max_message_bytes);
-    cr_grpc_arg_int(args, &n, GRPC_ARG_MAX_SEND_MESSAGE_LENGTH,
-                    (int)p->max_message_bytes);
-    cr_grpc_arg_int(args, &n, GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
-    cr_grpc_arg_int(args, &n, GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
+    /* craftd pings every 2 s (keepalive): the servers accept it. */
+    cr_grpc_common_args(args, &n, (int)p->max_message_bytes, server);
     cr_grpc_arg_int(args, &n, GRPC_ARG_HTTP2_BDP_PROBE, 0);
-    if (server) {
-        /* craftd pings every 2 s (keepalive); a stricter default would
-         * make the proxy close its connections. */
-        cr_grpc_arg_int(args, &n,
-                        GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS,
-                        500);
-        /* No SO_REUSEPORT (gRPC's default): a listener on a port that a
-         * node also binds would silently take half of the node's
-         * connections. A port in use fails instead. */
-        cr_grpc_arg_int(args, &n, GRPC_ARG_ALLOW_REUSEPORT, 0);
-    } else {
+    if (!server) {
         /* GRPC-C-CORE.md: a restarted target is reached again within
          * about a second, a target that comes back on a new address is
          * re-resolved, and one that hangs with its connection open is

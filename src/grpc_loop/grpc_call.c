@@ -96,3 +96,17 @@ ProtobufCMessage *cr_grpc_unpack(const ProtobufCMessageDescriptor *d,
     grpc_slice_unref(slice);
     return msg;
 }
+
+void cr_grpc_common_args(grpc_arg *args, int *n, int max_message, bool server)
+{
+    cr_grpc_arg_int(args, n, GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH, max_message);
+    cr_grpc_arg_int(args, n, GRPC_ARG_MAX_SEND_MESSAGE_LENGTH, max_message);
+    cr_grpc_arg_int(args, n, GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+    cr_grpc_arg_int(args, n, GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
+    if (server) {
+        cr_grpc_arg_int(args, n,
+                        GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS,
+                        500);
+        cr_grpc_arg_int(args, n, GRPC_ARG_ALLOW_REUSEPORT, 0);
+    }
+}

@@ -9,6 +9,7 @@
 #ifndef CRAFT_GRPC_CALL_H
 #define CRAFT_GRPC_CALL_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include <grpc/grpc.h>
@@ -49,5 +50,14 @@ ProtobufCMessage *cr_grpc_unpack(const ProtobufCMessageDescriptor *d,
 /* args[*n] = the integer channel argument key = value, and *n grows by
  * one: how every channel and server of craft lists its arguments. */
 void cr_grpc_arg_int(grpc_arg *args, int *n, const char *key, int value);
+
+/* The arguments craftd's and craft-proxy's servers and channels share:
+ * messages up to max_message bytes both ways, keepalive pings allowed
+ * without calls. A server (server true) also tolerates pings every 500 ms
+ * (craftd's keepalive) and does without gRPC's default SO_REUSEPORT, so
+ * that a port in use fails the start: with it, a second server on a port
+ * starts without a word and the kernel shares the first one's
+ * connections between the two. Appends at args[*n]. */
+void cr_grpc_common_args(grpc_arg *args, int *n, int max_message, bool server);
 
 #endif /* CRAFT_GRPC_CALL_H */

@@ -242,22 +242,8 @@ static grpc_channel_args *channel_args(const struct cr_transport *t,
      * is reached again within an election timeout; DNS re-resolution for
      * a peer that comes back on a new address; keepalive to notice a peer
      * that hangs with its connection open. */
-    cr_grpc_arg_int(args, &n, GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH,
-                    (int)t->cfg.max_message_bytes);
-    cr_grpc_arg_int(args, &n, GRPC_ARG_MAX_SEND_MESSAGE_LENGTH,
-                    (int)t->cfg.max_message_bytes);
-    cr_grpc_arg_int(args, &n, GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
-    cr_grpc_arg_int(args, &n, GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
-    if (server) {
-        cr_grpc_arg_int(args, &n,
-                        GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS,
-                        500);
-        /* gRPC sets SO_REUSEPORT by default: a second server on the same
-         * port would start without a word and the kernel would share the
-         * connections between the two. A port in use must fail the
-         * start instead. */
-        cr_grpc_arg_int(args, &n, GRPC_ARG_ALLOW_REUSEPORT, 0);
-    } else {
+    cr_grpc_common_args(args, &n, (int)t->cfg.max_message_bytes, server);
+    if (!server) {
         cr_grpc_arg_int(args, &n, GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
         cr_grpc_arg_int(args, &n, GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100);
         cr_grpc_arg_int(args, &n, GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
